@@ -29,17 +29,30 @@ type Config struct {
 	// Replica names this process in history and metrics; defaults to the host name.
 	Replica string `koanf:"replica"`
 
-	Upstream Upstream          `koanf:"upstream"`
-	Store    Store             `koanf:"store"`
-	Routing  Routing           `koanf:"routing"`
-	Plans    map[string]string `koanf:"plans"`
-	Models   []ModelRule       `koanf:"models"`
-	Accounts []Account         `koanf:"accounts"`
-	Clients  []Client          `koanf:"clients"`
-	Admin    Admin             `koanf:"admin"`
-	OAuth    OAuth             `koanf:"oauth"`
-	History  History           `koanf:"history"`
-	Log      Log               `koanf:"log"`
+	// Upstream is the Anthropic API the gateway forwards to.
+	Upstream Upstream `koanf:"upstream"`
+	// Store says where usage, cooldowns and history live (memory unless store.redis is set).
+	Store Store `koanf:"store"`
+	// Routing tunes account selection and failover.
+	Routing Routing `koanf:"routing"`
+	// Plans maps plan names to descriptions. The file's entries are added to the built-in
+	// console and max (which it may redescribe).
+	Plans map[string]string `koanf:"plans"`
+	// Models is the model matrix: the first rule whose globs match the model id says which
+	// plans may serve it. A file without models gets DefaultModels(); models: [] has no rules.
+	Models []ModelRule `koanf:"models"`
+	// Accounts are the pooled Claude accounts, in the order ties are broken.
+	Accounts []Account `koanf:"accounts"`
+	// Clients may call the gateway; with none, anyone who can reach listen may.
+	Clients []Client `koanf:"clients"`
+	// Admin guards the admin API and the dashboard.
+	Admin Admin `koanf:"admin"`
+	// OAuth configures refreshing oauth_file tokens.
+	OAuth OAuth `koanf:"oauth"`
+	// History bounds the request history.
+	History History `koanf:"history"`
+	// Log configures log output.
+	Log Log `koanf:"log"`
 
 	// Path is the file this config was loaded from ("" for built-in defaults).
 	Path string `koanf:"-"`
@@ -47,6 +60,10 @@ type Config struct {
 	Hash string `koanf:"-"`
 	// Warnings are non-fatal findings (for example literal secrets), as file:line:col: message.
 	Warnings []string `koanf:"-"`
+
+	// unresolved maps key paths to the unset variable their value needs; only a config loaded
+	// without Options.CheckEnv has any. Validate treats those values as given.
+	unresolved map[string]string
 }
 
 // Upstream is where requests are forwarded.
@@ -67,7 +84,8 @@ type Store struct {
 	// Redis, when set, shares state between replicas. Omitted: in-memory, single replica.
 	Redis *Redis `koanf:"redis"`
 	// EncryptionKey encrypts OAuth tokens kept in Redis.
-	EncryptionKey     Secret `koanf:"encryption_key"`
+	EncryptionKey Secret `koanf:"encryption_key"`
+	// EncryptionKeyFile holds the encryption key; relative to the config's folder.
 	EncryptionKeyFile string `koanf:"encryption_key_file"`
 }
 
@@ -76,13 +94,18 @@ type Redis struct {
 	// URL of a single server: redis://[:password@]host:port/db, rediss://, or unix:///path.
 	URL string `koanf:"url"`
 	// Addrs of a Cluster's or Sentinels' nodes (with MasterName for Sentinel).
-	Addrs      []string `koanf:"addrs"`
-	MasterName string   `koanf:"master_name"`
-	Username   string   `koanf:"username"`
-	// Password overrides any password in URL.
-	Password     Secret `koanf:"password"`
+	Addrs []string `koanf:"addrs"`
+	// MasterName selects Sentinel: Addrs are then the Sentinels.
+	MasterName string `koanf:"master_name"`
+	// Username for Redis ACLs.
+	Username string `koanf:"username"`
+	// Password overrides any password in URL. Load moves a password written in URL here, so
+	// that URL never holds a secret.
+	Password Secret `koanf:"password"`
+	// PasswordFile holds the password; relative to the config's folder.
 	PasswordFile string `koanf:"password_file"`
-	DB           int    `koanf:"db"`
+	// DB selects the database (not with Cluster).
+	DB int `koanf:"db"`
 	// Prefix of every key; keys carry it as one hash tag, {prefix}:…, for Cluster.
 	Prefix string `koanf:"prefix"`
 	// Timeout per Redis call; past it the gateway serves from local state (degraded).
@@ -114,26 +137,35 @@ type Routing struct {
 
 // ModelRule maps model id globs to the plans that may serve them. The first match wins.
 type ModelRule struct {
+	// Match lists globs (path.Match syntax: * ? [a-z]) on the model id.
 	Match []string `koanf:"match"`
+	// Plans may serve the models this rule matches.
 	Plans []string `koanf:"plans"`
 }
 
 // Account is one pooled Claude account. Exactly one credential source is set.
 type Account struct {
+	// Name identifies the account in responses, logs, metrics and the store (letters, digits,
+	// '.', '_', '-'). Usage counters are keyed by it, so they survive reloads.
 	Name string `koanf:"name"`
 	// Plan names an entry of plans; default console.
 	Plan string `koanf:"plan"`
 	// APIKey is sent as x-api-key.
-	APIKey     Secret `koanf:"api_key"`
+	APIKey Secret `koanf:"api_key"`
+	// APIKeyFile holds the API key (trailing newline trimmed); relative to the config's folder.
 	APIKeyFile string `koanf:"api_key_file"`
 	// OAuthToken is sent as Authorization: Bearer with the oauth beta header.
-	OAuthToken     Secret `koanf:"oauth_token"`
+	OAuthToken Secret `koanf:"oauth_token"`
+	// OAuthTokenFile holds a long-lived OAuth token; relative to the config's folder.
 	OAuthTokenFile string `koanf:"oauth_token_file"`
-	// OAuthFile is a refreshable token pair written by `claude-lb login`.
+	// OAuthFile is a refreshable token pair written by `claude-lb login` (JSON, managed by the
+	// oauth package; Load only checks that it can be read or created). Relative paths are
+	// resolved against the config's folder.
 	OAuthFile string `koanf:"oauth_file"`
 	// Models optionally narrows what this account may serve (globs).
 	Models []string `koanf:"models"`
 	// Weight scales least-used counts: an account of weight 2 takes twice the requests.
+	// Default 1; it must be at least 1.
 	Weight int `koanf:"weight"`
 	// Priority orders accounts under the priority strategy, lowest first.
 	Priority int `koanf:"priority"`
@@ -143,29 +175,40 @@ type Account struct {
 
 // Client is a caller allowed to use the gateway.
 type Client struct {
+	// Name identifies the client in history and logs.
 	Name string `koanf:"name"`
-	// KeySHA256 is the hex SHA-256 of the client's key.
+	// KeySHA256 is the hex SHA-256 of the client's key (64 hex digits; Load lowercases it).
 	KeySHA256 string `koanf:"key_sha256"`
 }
 
 // Admin guards the admin API and dashboard.
 type Admin struct {
-	Key     Secret `koanf:"key"`
+	// Key is required by the admin API and the dashboard when set; without it they answer
+	// loopback callers only.
+	Key Secret `koanf:"key"`
+	// KeyFile holds the admin key; relative to the config's folder.
 	KeyFile string `koanf:"key_file"`
 }
 
 // OAuth configures refreshable Max-plan tokens (oauth_file accounts).
 type OAuth struct {
-	TokenURL      string        `koanf:"token_url"`
-	AuthorizeURL  string        `koanf:"authorize_url"`
-	RedirectURI   string        `koanf:"redirect_uri"`
-	ClientID      string        `koanf:"client_id"`
-	Scopes        []string      `koanf:"scopes"`
+	// TokenURL is where authorization codes are exchanged and tokens refreshed.
+	TokenURL string `koanf:"token_url"`
+	// AuthorizeURL starts the PKCE login of `claude-lb login`.
+	AuthorizeURL string `koanf:"authorize_url"`
+	// RedirectURI is the callback registered for ClientID; it shows the code to paste.
+	RedirectURI string `koanf:"redirect_uri"`
+	// ClientID is the OAuth client the tokens belong to.
+	ClientID string `koanf:"client_id"`
+	// Scopes requested at login.
+	Scopes []string `koanf:"scopes"`
+	// RefreshBefore refreshes an access token when it has less than this left.
 	RefreshBefore time.Duration `koanf:"refresh_before"`
 }
 
 // History bounds the request history.
 type History struct {
+	// Size is how many requests the history keeps (1 to 1000000).
 	Size int `koanf:"size"`
 }
 
@@ -261,6 +304,9 @@ func (s Secret) String() string {
 
 // LogValue redacts for log/slog.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// GoString redacts for %#v.
+func (s Secret) GoString() string { return `config.Secret("` + s.String() + `")` }
 
 // MarshalJSON redacts.
 func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.String() + `"`), nil }
