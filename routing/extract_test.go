@@ -55,10 +55,10 @@ func TestSessionFromUserID(t *testing.T) {
 	tests := map[string]string{
 		`{"device_id":"d","account_uuid":"a","session_id":"0b8e-1"}`: "0b8e-1",
 		"user_9f1c_account_6a2b-11_session_77aa-22":                  "77aa-22",
-		"just-a-user":                                                "",
-		"":                                                           "",
-		`{"device_id":"d"}`:                                          "",
-		`{broken`:                                                    "",
+		"just-a-user":       "",
+		"":                  "",
+		`{"device_id":"d"}`: "",
+		`{broken`:           "",
 	}
 	for in, want := range tests {
 		if got := SessionFromUserID(in); got != want {
