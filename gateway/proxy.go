@@ -1,0 +1,638 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/claude-lb/claude-lb/config"
+	"github.com/claude-lb/claude-lb/routing"
+)
+
+// oauthBeta is the beta flag the API requires with OAuth (Max plan) tokens.
+const oauthBeta = "oauth-2025-04-20"
+
+// attempt is one client request's state across its upstream attempts. It travels in the
+// request context, because go-retryablehttp's hooks see only the context or the request.
+type attempt struct {
+	g        *Gateway
+	s        *Snapshot
+	w        http.ResponseWriter
+	r        *http.Request
+	start    time.Time
+	fields   routing.Fields
+	family   string
+	scopes   [1]string
+	session  string
+	client   string
+	cands    []routing.Candidate // still untried
+	current  int                 // index into s.Accounts of the account being tried
+	token    string              // the credential sent with the current attempt
+	why      string
+	n        int // attempts made
+	tried    []string
+	upstream time.Duration // time spent waiting on the upstream
+	sent     time.Time     // when the current attempt started
+	blocked  *routing.Pick // set when no candidate was left for a pick
+	relay    *relay        // the stream being held back, for a 200 SSE answer
+	status   int
+}
+
+type ctxKey struct{}
+
+func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
+	at := &attempt{g: g, s: g.Snapshot(), w: w, r: r, start: g.now(), current: -1}
+	s := at.s
+	if len(s.clients) > 0 {
+		name, ok := s.authenticate(r)
+		if !ok {
+			at.fail(http.StatusUnauthorized, "invalid client key: send a key listed under clients in claude-lb.yaml as x-api-key or Authorization: Bearer")
+			return
+		}
+		at.client = name
+	}
+	body, status, msg := readBody(r, int64(s.Config.MaxBody))
+	if status != 0 {
+		at.fail(status, msg)
+		return
+	}
+	if len(body) > 0 && isJSON(r) {
+		f, err := routing.Extract(body)
+		if err != nil {
+			at.fail(http.StatusBadRequest, "request body is not valid JSON: "+err.Error())
+			return
+		}
+		at.fields = f
+	}
+	at.family = routing.Family(at.fields.Model)
+	at.scopes[0] = "family:" + at.family
+	idx, err := s.Table.Candidates(at.fields.Model)
+	if err != nil {
+		at.noCandidates(err)
+		return
+	}
+	at.cands = make([]routing.Candidate, 0, len(idx))
+	for _, i := range idx {
+		at.cands = append(at.cands, s.Accounts[i].candidate)
+	}
+	if s.Config.Routing.Affinity == "session" {
+		at.session = sessionKey(r, at.fields.UserID)
+	}
+
+	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), ctxKey{}, at))
+	defer cancel()
+	// One deadline for the whole request until its answer starts; a stream then runs as long
+	// as the upstream sends.
+	deadline := time.AfterFunc(s.Config.Upstream.Timeout, cancel)
+	if !at.pick(ctx) {
+		deadline.Stop()
+		at.allBlocked()
+		return
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, r.Method, s.Config.Upstream.URL+r.URL.Path, body)
+	if err != nil {
+		deadline.Stop()
+		at.fail(http.StatusBadRequest, "cannot forward this request: "+err.Error())
+		return
+	}
+	req.URL.RawQuery = r.URL.RawQuery
+	req.Header = outboundHeader(r.Header)
+	at.authorize(req.Header)
+	resp, err := g.client.Do(req)
+	deadline.Stop()
+	if err != nil {
+		at.upstreamFailed(ctx, err)
+		return
+	}
+	at.respond(resp)
+}
+
+// pick chooses the next account among the untried candidates, fetching its credential; false
+// when none is available (a.blocked says why).
+func (at *attempt) pick(ctx context.Context) bool {
+	s := at.s
+	for len(at.cands) > 0 {
+		p, err := at.g.opts.Store.Pick(ctx, routing.PickRequest{
+			Candidates:  at.cands,
+			Strategy:    s.Strategy,
+			Scopes:      at.scopes[:],
+			Session:     at.session,
+			AffinityTTL: s.Config.Routing.AffinityTTL,
+		})
+		if err != nil || p.Account == "" {
+			if err != nil {
+				p = routing.Pick{Reason: "state store unavailable: " + err.Error()}
+			}
+			at.blocked = &p
+			return false
+		}
+		i := s.byName[p.Account]
+		at.exclude(p.Account)
+		a := &s.Accounts[i]
+		tok := a.secret.Reveal()
+		if a.kind == config.CredOAuthFile {
+			if at.g.opts.Tokens == nil {
+				continue
+			}
+			t, err := at.g.opts.Tokens.Token(ctx, a.Name)
+			if err != nil {
+				at.g.log.Warn("oauth token unavailable", "account", a.Name, "err", err)
+				at.tried = append(at.tried, a.Name+":token")
+				continue
+			}
+			tok = t
+		}
+		at.current, at.token, at.why = i, tok, p.Why
+		return true
+	}
+	if at.blocked == nil {
+		at.blocked = &routing.Pick{Reason: "no account left to try"}
+	}
+	return false
+}
+
+func (at *attempt) exclude(name string) {
+	for k, c := range at.cands {
+		if c.Name == name {
+			at.cands = append(at.cands[:k], at.cands[k+1:]...)
+			return
+		}
+	}
+}
+
+// authorize puts the current account's credential on h.
+func (at *attempt) authorize(h http.Header) {
+	a := &at.s.Accounts[at.current]
+	if a.kind == config.CredAPIKey {
+		h["X-Api-Key"] = []string{at.token}
+		delete(h, "Authorization")
+		return
+	}
+	delete(h, "X-Api-Key")
+	h["Authorization"] = []string{"Bearer " + at.token}
+	h["Anthropic-Beta"] = []string{mergeBeta(h["Anthropic-Beta"])}
+}
+
+func mergeBeta(vals []string) string {
+	for _, v := range vals {
+		for _, b := range strings.Split(v, ",") {
+			if strings.TrimSpace(b) == oauthBeta {
+				return strings.Join(vals, ",")
+			}
+		}
+	}
+	if len(vals) == 0 {
+		return oauthBeta
+	}
+	return strings.Join(vals, ",") + "," + oauthBeta
+}
+
+// hopHeaders are hop-by-hop (RFC 9110 section 7.6.1) plus the client's own credentials and
+// the encoding, which the transport negotiates itself so the usage tap reads plain bytes.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func outboundHeader(in http.Header) http.Header {
+	h := make(http.Header, len(in))
+	for k, v := range in {
+		h[k] = v
+	}
+	for _, f := range in["Connection"] {
+		for _, k := range strings.Split(f, ",") {
+			delete(h, http.CanonicalHeaderKey(strings.TrimSpace(k)))
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	delete(h, "X-Api-Key")
+	delete(h, "Authorization")
+	delete(h, "Accept-Encoding")
+	delete(h, "X-Claude-Lb-Session")
+	return h
+}
+
+func (s *Snapshot) authenticate(r *http.Request) (string, bool) {
+	key := r.Header.Get("X-Api-Key")
+	if key == "" {
+		if v := r.Header.Get("Authorization"); len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			key = v[7:]
+		}
+	}
+	if key == "" {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(key))
+	name, ok := "", false
+	for _, c := range s.clients {
+		if subtle.ConstantTimeCompare(sum[:], c.hash[:]) == 1 {
+			name, ok = c.name, true
+		}
+	}
+	return name, ok
+}
+
+func sessionKey(r *http.Request, userID string) string {
+	if v := r.Header.Get("X-Claude-Code-Session-Id"); v != "" {
+		return v
+	}
+	if v := routing.SessionFromUserID(userID); v != "" {
+		return v
+	}
+	return r.Header.Get("X-Claude-Lb-Session")
+}
+
+func isJSON(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return ct == "" || strings.HasPrefix(ct, "application/json")
+}
+
+// readBody reads the whole body once (it is replayed on every attempt), bounded by max.
+func readBody(r *http.Request, max int64) ([]byte, int, string) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, 0, ""
+	}
+	tooLarge := fmt.Sprintf("request body is larger than max_body (%s)", config.ByteSize(max))
+	if r.ContentLength > max {
+		return nil, http.StatusRequestEntityTooLarge, tooLarge
+	}
+	n := r.ContentLength
+	if n < 0 {
+		n = 512
+	}
+	buf := make([]byte, 0, n+1) // +1 so a body of exactly ContentLength ends without a regrow
+	rd := http.MaxBytesReader(nil, r.Body, max)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			return buf, 0, ""
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, http.StatusRequestEntityTooLarge, tooLarge
+			}
+			return nil, http.StatusBadRequest, "cannot read the request body"
+		}
+	}
+}
+
+// newRetryClient is the one retry policy (DESIGN.md section 6) on go-retryablehttp: CheckRetry
+// classifies each answer with routing.Classify and picks the next account, Backoff waits only
+// after overloads, PrepareRetry swaps the credential, and ErrorHandler keeps the last answer.
+func (g *Gateway) newRetryClient(rt http.RoundTripper) *retryablehttp.Client {
+	return &retryablehttp.Client{
+		HTTPClient: &http.Client{
+			Transport: rt,
+			// Redirects go back to the client as they are.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		// The attempt count is bounded by routing.max_attempts in checkRetry; this is a backstop.
+		RetryMax:     64,
+		RetryWaitMin: 50 * time.Millisecond,
+		RetryWaitMax: 250 * time.Millisecond,
+		// Logger stays nil: the library would format a redacted URL per request at Debug;
+		// the gateway logs every attempt itself.
+		Logger:         nil,
+		RequestLogHook: func(_ retryablehttp.Logger, req *http.Request, _ int) { attemptOf(req.Context()).begin() },
+		CheckRetry:     checkRetry,
+		Backoff:        backoff,
+		PrepareRetry:   prepareRetry,
+		ErrorHandler:   func(resp *http.Response, err error, _ int) (*http.Response, error) { return resp, err },
+	}
+}
+
+func attemptOf(ctx context.Context) *attempt { return ctx.Value(ctxKey{}).(*attempt) }
+
+func (at *attempt) begin() {
+	at.n++
+	at.sent = at.g.now()
+}
+
+func checkRetry(ctx context.Context, resp *http.Response, doErr error) (bool, error) {
+	at := attemptOf(ctx)
+	defer func() { at.upstream += at.g.now().Sub(at.sent) }()
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	now := at.g.now()
+	var o routing.Outcome
+	switch {
+	case doErr != nil:
+		o = routing.Classify(now, at.s.Policy, 0, nil, nil, true, at.family)
+	case resp.StatusCode == http.StatusOK && isEventStream(resp.Header):
+		at.relay = newRelay(at, resp)
+		if failed := at.relay.holdback(at.s.Config.Routing.Holdback); failed != "" {
+			o = routing.Classify(now, at.s.Policy, 0, nil, nil, true, at.family)
+			if failed == "overloaded_error" {
+				o = routing.Classify(now, at.s.Policy, 529, nil, nil, false, at.family)
+			}
+			o.Reason = "stream:" + failed
+			if at.n >= at.s.Config.Routing.MaxAttempts || !at.hasNext() {
+				// Nothing left to fail over to: the client gets the stream as it came.
+				at.record(o, resp)
+				return false, nil
+			}
+			at.relay = nil
+		} else {
+			o = routing.Classify(now, at.s.Policy, resp.StatusCode, resp.Header.Get, nil, false, at.family)
+		}
+	default:
+		var peek []byte
+		if resp.StatusCode == http.StatusTooManyRequests {
+			peek = peekBody(resp, 4<<10)
+		}
+		o = routing.Classify(now, at.s.Policy, resp.StatusCode, resp.Header.Get, peek, false, at.family)
+	}
+	at.record(o, resp)
+	if !o.Retry || at.n >= at.s.Config.Routing.MaxAttempts {
+		return false, doErr
+	}
+	if !at.pick(ctx) {
+		// The last answer goes to the client unchanged (a network error becomes a 502).
+		return false, doErr
+	}
+	return true, nil
+}
+
+// hasNext reports whether another candidate is untried (it may still be cooling down).
+func (at *attempt) hasNext() bool { return len(at.cands) > 0 }
+
+// record applies an attempt's outcome to the account: marks, metrics, and the attempt list.
+func (at *attempt) record(o routing.Outcome, resp *http.Response) {
+	a := &at.s.Accounts[at.current]
+	at.g.obs.Attempt(a.Name, o.Reason)
+	at.g.obs.Upstream(a.Name, at.g.now().Sub(at.sent))
+	at.tried = append(at.tried, a.Name+":"+o.Reason)
+	if resp != nil {
+		at.status = resp.StatusCode
+	}
+	if o.Reason == "5xx" || o.Reason == "529" || strings.HasPrefix(o.Reason, "stream") || o.Reason == "network" {
+		if n := at.g.failures.add(a.Name); n >= 3 && o.Mark.Until.IsZero() {
+			o.Mark = routing.Mark{Until: at.g.now().Add(routing.OverloadBench), Reason: "repeated upstream errors (" + o.Reason + ")"}
+		}
+	} else if o.Reason == "ok" {
+		at.g.failures.reset(a.Name)
+	}
+	if o.CredentialInvalid && a.kind == config.CredOAuthFile && at.g.opts.Tokens != nil {
+		// A refresh may fix it; the token source decides whether the account needs a login.
+		at.g.opts.Tokens.Invalidate(context.WithoutCancel(at.r.Context()), a.Name, at.token)
+		return
+	}
+	if o.Mark.Until.IsZero() {
+		return
+	}
+	m := o.Mark
+	m.Account = a.Name
+	if o.CredentialInvalid {
+		m.Scope = a.candidate.CredScope
+	}
+	if err := at.g.opts.Store.Mark(context.WithoutCancel(at.r.Context()), m); err != nil {
+		at.g.log.Warn("cannot store cooldown", "account", a.Name, "err", err)
+	}
+	if !m.Soft {
+		at.g.obs.Cooldown(a.Name, m.Scope, o.Reason)
+		at.g.log.Warn("account cooling down", "account", a.Name, "scope", m.Scope, "until", m.Until.UTC().Format(time.RFC3339), "reason", m.Reason)
+	}
+}
+
+func backoff(_, _ time.Duration, _ int, resp *http.Response) time.Duration {
+	if resp == nil || resp.StatusCode < 500 {
+		return 0 // a rate-limited or unreachable account: the next one is tried at once
+	}
+	return 50*time.Millisecond + rand.N(200*time.Millisecond)
+}
+
+func prepareRetry(req *http.Request) error {
+	at := attemptOf(req.Context())
+	// The header map is shared with the previous attempt's request; copy before changing it.
+	req.Header = req.Header.Clone()
+	at.authorize(req.Header)
+	return nil
+}
+
+// peekBody reads up to n bytes of an error body and puts them back in front of the rest.
+func peekBody(resp *http.Response, n int64) []byte {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, n))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(strings.NewReader(string(b)), resp.Body), resp.Body}
+	return b
+}
+
+func isEventStream(h http.Header) bool {
+	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
+}
+
+// failureCounter counts consecutive upstream failures per account in this process, so an
+// account that keeps failing is benched briefly while one overload is not held against it.
+type failureCounter struct {
+	mu sync.Mutex
+	n  map[string]int // guarded by mu
+}
+
+func (f *failureCounter) add(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == nil {
+		f.n = map[string]int{}
+	}
+	f.n[name]++
+	return f.n[name]
+}
+
+func (f *failureCounter) reset(name string) {
+	f.mu.Lock()
+	if f.n[name] != 0 {
+		delete(f.n, name)
+	}
+	f.mu.Unlock()
+}
+
+// fail answers with the gateway's own error before any upstream attempt.
+func (at *attempt) fail(status int, msg string) {
+	writeError(at.w, status, errorTypeFor(status), msg)
+	at.status = status
+	at.finish(0, msg)
+}
+
+func (at *attempt) noCandidates(err error) {
+	s, model := at.s, at.fields.Model
+	var e *apiError
+	if errors.Is(err, routing.ErrUnknownModel) {
+		e = newAPIError("invalid_request_error", fmt.Sprintf("Model %s matches no rule in the models section of claude-lb.yaml, and unknown_models is reject.", model))
+	} else {
+		msg := fmt.Sprintf("No accounts support the requested model: %s.", model)
+		if plans := s.Table.Plans(model); len(plans) > 0 {
+			if routing.Family(model) == "opus" && len(plans) == 1 && plans[0] == "max" {
+				msg += " Opus requires Max plan accounts."
+			} else {
+				msg += fmt.Sprintf(" It needs an account on plan %s.", strings.Join(plans, " or "))
+			}
+		}
+		e = newAPIError("invalid_request_error", msg)
+	}
+	e.RequestedModel = model
+	e.AvailableAccounts = []accountBrief{}
+	for _, a := range s.Accounts {
+		if a.Disabled {
+			continue
+		}
+		e.AvailableAccounts = append(e.AvailableAccounts, accountBrief{Name: a.Name, Plan: a.Plan, Models: s.Table.EffectiveModels(a.Account)})
+	}
+	writeAPIError(at.w, http.StatusBadRequest, e)
+	at.status = http.StatusBadRequest
+	at.finish(0, e.Error.Message)
+}
+
+// allBlocked answers 429 when every compatible account is cooling down.
+func (at *attempt) allBlocked() {
+	p := at.blocked
+	status, msg := http.StatusTooManyRequests, "All accounts that can serve "+at.modelName()+" are cooling down"
+	if p != nil && p.Reason != "" {
+		msg += " (" + p.Reason + ")"
+	}
+	if p != nil && !p.RetryAt.IsZero() {
+		secs := int(p.RetryAt.Sub(at.g.now()).Seconds() + 0.999)
+		at.w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
+		msg += "; the first is free at " + p.RetryAt.UTC().Format(time.RFC3339)
+	} else if p != nil && strings.HasPrefix(p.Reason, "state store") {
+		status = http.StatusServiceUnavailable
+	}
+	writeError(at.w, status, errorTypeFor(status), msg+".")
+	at.status = status
+	at.finish(0, msg)
+}
+
+func (at *attempt) modelName() string {
+	if at.fields.Model == "" {
+		return "this request"
+	}
+	return at.fields.Model
+}
+
+// upstreamFailed answers when no attempt produced an answer to pass on.
+func (at *attempt) upstreamFailed(ctx context.Context, err error) {
+	switch {
+	case at.r.Context().Err() != nil:
+		at.status = 499 // the client went away; nobody reads this answer
+		at.finish(0, "client closed request")
+		return
+	case ctx.Err() != nil || isTimeout(err):
+		at.fail(http.StatusGatewayTimeout, "the upstream did not answer in time")
+		return
+	case at.blocked != nil && at.n == 0:
+		at.allBlocked()
+		return
+	}
+	at.fail(http.StatusBadGateway, "the upstream could not be reached on any account")
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// respond relays the chosen answer: headers with the gateway's own, then the body (streamed
+// event by event for SSE).
+func (at *attempt) respond(resp *http.Response) {
+	defer resp.Body.Close()
+	at.status = resp.StatusCode
+	var u usage
+	var errMsg string
+	if at.relay != nil {
+		u, errMsg = at.relay.finish()
+	} else {
+		at.writeHeader(resp)
+		u, errMsg = copyPlain(at.w, resp.Body, resp.StatusCode == http.StatusOK && strings.HasPrefix(at.r.URL.Path, "/v1/messages"))
+	}
+	at.finishUsage(u, errMsg)
+}
+
+// writeHeader sends the upstream's headers (minus hop-by-hop) with the gateway's own.
+func (at *attempt) writeHeader(resp *http.Response) {
+	h := at.w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	if at.current >= 0 && at.s.Config.ExposeAccount {
+		h["X-Claude-Lb-Account"] = []string{at.s.Accounts[at.current].Name}
+	}
+	h["X-Claude-Lb-Attempts"] = []string{strconv.Itoa(at.n)}
+	h["X-Claude-Lb-Overhead-Ms"] = []string{strconv.FormatFloat(float64(at.g.now().Sub(at.start)-at.upstream)/1e6, 'f', 3, 64)}
+	at.w.WriteHeader(resp.StatusCode)
+}
+
+func (at *attempt) finish(_ int, errMsg string) { at.finishUsage(usage{}, errMsg) }
+
+// finishUsage records the request in the store, the metrics and the log.
+func (at *attempt) finishUsage(u usage, errMsg string) {
+	d := at.g.now().Sub(at.start)
+	acct := ""
+	if at.current >= 0 {
+		acct = at.s.Accounts[at.current].Name
+	}
+	model := at.fields.Model
+	at.g.obs.Request(model, acct, at.status, at.n, d)
+	if acct != "" && (u.in|u.out|u.cacheRead|u.cacheWrite) != 0 {
+		at.g.obs.Tokens(acct, model, u.in, u.out, u.cacheRead, u.cacheWrite)
+	}
+	rec := routing.Usage{
+		Time: at.start, RequestID: requestID(at), Replica: at.g.opts.Replica, Client: at.client,
+		Method: at.r.Method, Path: at.r.URL.Path, Model: model, Account: acct, Attempts: at.n,
+		Status: at.status, Stream: at.fields.Stream, Latency: d, Error: errMsg,
+		InputTokens: u.in, OutputTokens: u.out, CacheReadTokens: u.cacheRead, CacheCreationTokens: u.cacheWrite,
+		Tried: at.tried,
+	}
+	if acct != "" || at.status >= 400 {
+		if err := at.g.opts.Store.Record(context.WithoutCancel(at.r.Context()), rec); err != nil {
+			at.g.log.Warn("cannot record usage", "err", err)
+		}
+	}
+	lvl := slog.LevelInfo
+	if at.status >= 500 || at.status == 499 {
+		lvl = slog.LevelWarn
+	}
+	if at.g.log.Enabled(at.r.Context(), lvl) {
+		at.g.log.LogAttrs(at.r.Context(), lvl, "request",
+			slog.String("request_id", rec.RequestID),
+			slog.String("method", at.r.Method),
+			slog.String("path", at.r.URL.Path),
+			slog.String("model", model),
+			slog.String("account", acct),
+			slog.String("reason", at.why),
+			slog.Int("attempts", at.n),
+			slog.String("tried", strings.Join(at.tried, ",")),
+			slog.Int("status", at.status),
+			slog.Duration("latency", d),
+			slog.String("client", at.client),
+			slog.String("err", errMsg),
+		)
+	}
+}
+
+func requestID(at *attempt) string {
+	return at.w.Header().Get("Request-Id")
+}

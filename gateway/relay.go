@@ -1,0 +1,386 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// idlePing is how long an upstream stream may stay silent before the gateway sends a ping, so
+// clients with stall watchdogs (Claude Code gives up after about 20 s) keep waiting.
+const idlePing = 10 * time.Second
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// relay copies one upstream SSE stream to the client: byte for byte, each read flushed at once.
+// Until the first content event it holds the opening frames back (holdback), so a stream that
+// fails right after opening can still be failed over; a timer commits them early when the
+// upstream is slow to start, and pings the client when the upstream goes quiet.
+type relay struct {
+	at   *attempt
+	resp *http.Response
+	rc   *http.ResponseController
+	tap  sseTap
+
+	mu        sync.Mutex // guards the fields below and every write to the client
+	committed bool       // headers and held bytes were sent
+	held      []byte
+	writeErr  error
+	ping      *time.Timer
+}
+
+func newRelay(at *attempt, resp *http.Response) *relay {
+	return &relay{at: at, resp: resp, rc: http.NewResponseController(at.w)}
+}
+
+// holdback reads the stream until its first content event. It returns "" when the stream is
+// good (or was committed by the timer), or the failure ("network", or the SSE error type such
+// as "overloaded_error") when it broke before any content reached the client.
+func (r *relay) holdback(d time.Duration) string {
+	timer := time.AfterFunc(d, func() {
+		r.mu.Lock()
+		r.commitLocked()
+		r.mu.Unlock()
+	})
+	defer timer.Stop()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for {
+		n, err := r.resp.Body.Read(*bp)
+		if n > 0 {
+			r.mu.Lock()
+			r.tap.feed((*bp)[:n])
+			committed := r.committed
+			if committed {
+				r.writeLocked((*bp)[:n])
+			} else {
+				r.held = append(r.held, (*bp)[:n]...)
+			}
+			r.mu.Unlock()
+			switch {
+			case r.tap.errType != "" && !committed:
+				return r.tap.errType
+			case r.tap.content || committed:
+				return ""
+			}
+		}
+		if err != nil {
+			r.mu.Lock()
+			committed := r.committed
+			r.mu.Unlock()
+			if committed {
+				return ""
+			}
+			if err == io.EOF && r.tap.stopped {
+				return ""
+			}
+			return "network"
+		}
+	}
+}
+
+// commitLocked sends the headers and any held bytes.
+func (r *relay) commitLocked() {
+	if r.committed {
+		return
+	}
+	r.committed = true
+	r.at.writeHeader(r.resp)
+	if len(r.held) > 0 {
+		r.writeLocked(r.held)
+		r.held = nil
+	} else {
+		r.writeErr = r.rc.Flush()
+	}
+	r.ping = time.AfterFunc(idlePing, r.sendPing)
+}
+
+func (r *relay) writeLocked(p []byte) {
+	if r.writeErr != nil {
+		return
+	}
+	if _, err := r.at.w.Write(p); err != nil {
+		r.writeErr = err
+		return
+	}
+	r.writeErr = r.rc.Flush()
+	if r.ping != nil {
+		r.ping.Reset(idlePing)
+	}
+}
+
+func (r *relay) sendPing() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.writeErr != nil || !r.tap.boundary {
+		if r.writeErr == nil {
+			r.ping.Reset(idlePing)
+		}
+		return
+	}
+	r.writeLocked([]byte("event: ping\ndata: {\"type\": \"ping\"}\n\n"))
+}
+
+// finish commits (if the holdback has not) and relays the rest of the stream. A stream that
+// ends without message_stop gets an SSE error event in Anthropic's shape, so SDKs raise
+// instead of returning half a reply.
+func (r *relay) finish() (usage, string) {
+	r.mu.Lock()
+	r.commitLocked()
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.ping != nil {
+			r.ping.Stop()
+		}
+		r.mu.Unlock()
+	}()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	var rerr error
+	for {
+		n, err := r.resp.Body.Read(*bp)
+		if n > 0 {
+			r.mu.Lock()
+			r.tap.feed((*bp)[:n])
+			r.writeLocked((*bp)[:n])
+			werr := r.writeErr
+			r.mu.Unlock()
+			if werr != nil {
+				return r.tap.usage, "client closed stream"
+			}
+		}
+		if err != nil {
+			if err != io.EOF {
+				rerr = err
+			}
+			break
+		}
+	}
+	if r.tap.stopped || r.tap.errType != "" {
+		if r.tap.errType != "" {
+			return r.tap.usage, "upstream stream error: " + r.tap.errType
+		}
+		return r.tap.usage, ""
+	}
+	if r.at.r.Context().Err() != nil {
+		return r.tap.usage, "client closed stream"
+	}
+	msg := "upstream stream ended before message_stop"
+	if rerr != nil && !errors.Is(rerr, io.EOF) {
+		msg = "upstream stream broke: connection lost"
+	}
+	frame := []byte("event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"" + msg + "\"}}\n\n")
+	r.mu.Lock()
+	if !r.tap.boundary {
+		r.writeLocked([]byte("\n\n"))
+	}
+	r.writeLocked(frame)
+	r.mu.Unlock()
+	return r.tap.usage, msg
+}
+
+// usage is what the tap reads from an answer.
+type usage struct{ in, out, cacheRead, cacheWrite int64 }
+
+type usageJSON struct {
+	InputTokens              int64 `json:"input_tokens"`
+	OutputTokens             int64 `json:"output_tokens"`
+	CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+}
+
+func (u *usage) add(j usageJSON, withInput bool) {
+	if withInput {
+		u.in = max(u.in, j.InputTokens)
+		u.cacheRead = max(u.cacheRead, j.CacheReadInputTokens)
+		u.cacheWrite = max(u.cacheWrite, j.CacheCreationInputTokens)
+	}
+	// message_delta carries the cumulative output count.
+	u.out = max(u.out, j.OutputTokens)
+}
+
+// sseTap watches an SSE byte stream without changing it: it tracks event boundaries and
+// parses the few data lines that carry usage or errors, with a bounded line buffer.
+type sseTap struct {
+	line     []byte
+	skip     bool // the current line is not needed (or too long)
+	cr       bool // the previous byte was \r
+	event    []byte
+	boundary bool // the bytes so far end on an event boundary
+	content  bool // a content event was seen
+	stopped  bool // message_stop was seen
+	errType  string
+	usage    usage
+}
+
+// maxTapLine bounds what the tap keeps of one line; usage and error lines are small.
+const maxTapLine = 64 << 10
+
+func (t *sseTap) feed(p []byte) {
+	for len(p) > 0 {
+		i := bytes.IndexAny(p, "\r\n")
+		if t.cr && p[0] == '\n' { // the \n of a \r\n pair
+			t.cr = false
+			p = p[1:]
+			continue
+		}
+		t.cr = false
+		if i < 0 {
+			t.append(p)
+			t.boundary = false
+			return
+		}
+		t.append(p[:i])
+		t.cr = p[i] == '\r'
+		t.endLine()
+		p = p[i+1:]
+	}
+}
+
+func (t *sseTap) append(p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	if len(t.line) == 0 && !t.skip {
+		// Decide from the line's start whether it is worth keeping: content deltas are not.
+		t.skip = bytes.HasPrefix(p, []byte("data:")) && !t.wanted()
+	}
+	if t.skip {
+		return
+	}
+	if len(t.line)+len(p) > maxTapLine {
+		t.skip, t.line = true, t.line[:0]
+		return
+	}
+	t.line = append(t.line, p...)
+}
+
+func (t *sseTap) wanted() bool {
+	switch string(t.event) {
+	case "message_start", "message_delta", "error":
+		return true
+	}
+	return false
+}
+
+func (t *sseTap) endLine() {
+	line, skipped := t.line, t.skip
+	t.line, t.skip = t.line[:0], false
+	if len(line) == 0 && !skipped {
+		t.event = t.event[:0]
+		t.boundary = true
+		return
+	}
+	t.boundary = false
+	if skipped {
+		return
+	}
+	switch {
+	case bytes.HasPrefix(line, []byte("event:")):
+		t.event = append(t.event[:0], bytes.TrimSpace(line[6:])...)
+		switch string(t.event) {
+		case "content_block_start", "content_block_delta":
+			t.content = true
+		case "message_stop":
+			t.stopped = true
+		}
+	case bytes.HasPrefix(line, []byte("data:")):
+		t.data(bytes.TrimSpace(line[5:]))
+	}
+}
+
+func (t *sseTap) data(d []byte) {
+	switch string(t.event) {
+	case "message_start":
+		var v struct {
+			Message struct {
+				Usage usageJSON `json:"usage"`
+			} `json:"message"`
+		}
+		if json.Unmarshal(d, &v) == nil {
+			t.usage.add(v.Message.Usage, true)
+		}
+	case "message_delta":
+		var v struct {
+			Usage usageJSON `json:"usage"`
+		}
+		if json.Unmarshal(d, &v) == nil {
+			t.usage.add(v.Usage, v.Usage.InputTokens > 0)
+		}
+	case "error":
+		var v struct {
+			Error struct {
+				Type string `json:"type"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(d, &v) == nil && v.Error.Type != "" {
+			t.errType = v.Error.Type
+		} else {
+			t.errType = "api_error"
+		}
+	}
+}
+
+// copyPlain relays a non-stream body. With tap it keeps the last bytes to read the usage
+// block, which the Messages API writes last.
+func copyPlain(w http.ResponseWriter, body io.Reader, tap bool) (usage, string) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	var tail tailBuf
+	var dst io.Writer = w
+	if tap {
+		dst = io.MultiWriter(w, &tail)
+	}
+	if _, err := io.CopyBuffer(dst, body, *bp); err != nil {
+		return usage{}, "relay: " + err.Error()
+	}
+	if !tap {
+		return usage{}, ""
+	}
+	return tail.usage(), ""
+}
+
+// tailBuf keeps the last 4 KiB written to it.
+type tailBuf struct {
+	b [4096]byte
+	n int // bytes written in total
+}
+
+func (t *tailBuf) Write(p []byte) (int, error) {
+	n := len(p)
+	if n >= len(t.b) {
+		copy(t.b[:], p[n-len(t.b):])
+	} else {
+		keep := min(t.n, len(t.b)-n)
+		copy(t.b[:keep], t.b[min(t.n, len(t.b))-keep:min(t.n, len(t.b))])
+		copy(t.b[keep:], p)
+	}
+	t.n += n
+	return n, nil
+}
+
+func (t *tailBuf) bytes() []byte { return t.b[:min(t.n, len(t.b))] }
+
+func (t *tailBuf) usage() usage {
+	b := t.bytes()
+	i := bytes.LastIndex(b, []byte(`"usage"`))
+	if i < 0 {
+		return usage{}
+	}
+	j := bytes.IndexByte(b[i:], '{')
+	if j < 0 {
+		return usage{}
+	}
+	var u usageJSON
+	if json.NewDecoder(bytes.NewReader(b[i+j:])).Decode(&u) != nil {
+		return usage{}
+	}
+	var out usage
+	out.add(u, true)
+	return out
+}
