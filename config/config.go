@@ -5,7 +5,10 @@
 package config
 
 import (
+	"fmt"
+	"io"
 	"log/slog"
+	"strconv"
 	"time"
 )
 
@@ -110,6 +113,19 @@ type Redis struct {
 	Prefix string `koanf:"prefix"`
 	// Timeout per Redis call; past it the gateway serves from local state (degraded).
 	Timeout time.Duration `koanf:"timeout"`
+}
+
+// Format prints the settings with the password redacted. Without it, a verb that does not
+// suit a pointer (fmt.Sprintf("%s", cfg)) would print the Redis fields without their methods.
+func (r *Redis) Format(f fmt.State, verb rune) {
+	if r == nil {
+		io.WriteString(f, "<nil>")
+		return
+	}
+	type redis Redis // the fields, without this method
+	c := redis(*r)
+	c.Password = Secret(c.Password.String())
+	fmt.Fprintf(f, fmt.FormatString(f, verb), &c)
 }
 
 // Routing tunes how accounts are chosen and failed over.
@@ -304,6 +320,18 @@ func (s Secret) String() string {
 
 // LogValue redacts for log/slog.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// Format redacts under every verb, %d and %x included (fmt bypasses String for those).
+func (s Secret) Format(f fmt.State, verb rune) {
+	switch {
+	case verb == 'v' && f.Flag('#'):
+		io.WriteString(f, s.GoString())
+	case verb == 'q':
+		io.WriteString(f, strconv.Quote(s.String()))
+	default:
+		io.WriteString(f, s.String())
+	}
+}
 
 // GoString redacts for %#v.
 func (s Secret) GoString() string { return `config.Secret("` + s.String() + `")` }

@@ -92,13 +92,12 @@ func ParseWith(path string, data []byte, opts Options) (*Config, error) {
 	if !ok {
 		return nil, &Error{Problems: w.probs}
 	}
-	w.root(doc)
-	if w.stopped {
+	if !w.root(doc) {
 		return nil, &Error{Problems: w.probs}
 	}
 
 	cfg := Default()
-	if err := decode(doc, cfg); err != nil {
+	if err := decode(doc, w.extensions, cfg); err != nil {
 		w.decodeProblems(err)
 	}
 	sum := sha256.Sum256(data)
@@ -206,7 +205,7 @@ func (w *walker) yamlProblem(err error) {
 // the rawbytes provider and the yaml parser, then mapstructure with ErrorUnused, no weak
 // typing, the duration and TextUnmarshaler hooks, and ZeroFields so that a list in the file
 // replaces the default list instead of merging into it element by element.
-func decode(doc *yaml.Node, cfg *Config) (err error) {
+func decode(doc *yaml.Node, extensions []string, cfg *Config) (err error) {
 	if doc == nil || doc.Kind == 0 || (doc.Kind == yaml.DocumentNode && len(doc.Content) == 0) {
 		return nil
 	}
@@ -223,6 +222,9 @@ func decode(doc *yaml.Node, cfg *Config) (err error) {
 	k := koanf.New(".")
 	if err := k.Load(rawbytes.Provider(b), kyaml.Parser()); err != nil {
 		return err
+	}
+	for _, x := range extensions {
+		k.Delete(x)
 	}
 	dc := &mapstructure.DecoderConfig{
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(

@@ -54,6 +54,8 @@ type walker struct {
 	unresolved map[string]string
 	// fromEnv holds paths whose value came from ${VAR} references.
 	fromEnv map[string]bool
+	// extensions are the top-level x- keys, dropped before the decode.
+	extensions []string
 	memo       map[*yaml.Node]expansion
 	infos      map[reflect.Type]*structInfo
 	steps      int
@@ -104,28 +106,26 @@ func (w *walker) info(t reflect.Type) *structInfo {
 }
 
 // root walks the document. It returns false when the file is not a mapping at all.
-func (w *walker) root(doc *yaml.Node) {
+func (w *walker) root(doc *yaml.Node) bool {
 	if doc == nil || doc.Kind == 0 {
-		return
+		return true
 	}
 	n := doc
 	if n.Kind == yaml.DocumentNode {
 		if len(n.Content) == 0 {
-			return
+			return true
 		}
 		n = n.Content[0]
 	}
 	if isNull(n) {
-		return
+		return true
 	}
-	if resolve(n).Kind != yaml.MappingNode {
+	if r := resolve(n); r == nil || r.Kind != yaml.MappingNode {
 		w.problem(posOf(n), "", "the file must be a mapping of keys, starting with version: 1")
-		if doc.Kind == yaml.DocumentNode {
-			doc.Content = nil
-		}
-		return
+		return false
 	}
 	w.walk(n, reflect.TypeFor[Config](), "")
+	return !w.stopped
 }
 
 func resolve(n *yaml.Node) *yaml.Node {
@@ -189,6 +189,11 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) bool {
 			return false
 		}
 		w.mapping(n, path, func(k, v *yaml.Node, key string) bool {
+			if path == "" && strings.HasPrefix(key, "x-") {
+				// Extension keys hold YAML anchors for use elsewhere; they are not config.
+				w.extensions = append(w.extensions, key)
+				return true
+			}
 			si := w.info(t)
 			f, ok := si.fields[key]
 			if !ok {
@@ -426,7 +431,8 @@ func describeNode(n *yaml.Node, secret bool) string {
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		if secret {
+		if secret || strings.HasPrefix(n.Value, "sk-") {
+			// Never quote a secret, even one written where it does not belong.
 			return "a value"
 		}
 		v := n.Value

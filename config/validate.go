@@ -335,7 +335,7 @@ func (k *checker) models() {
 			continue
 		}
 		// A rule can never match when each of its globs is covered by an earlier rule's.
-		by := -1
+		var by []string
 		for _, g := range r.Match {
 			cov := -1
 			for e := 0; e < i && cov < 0; e++ {
@@ -347,15 +347,24 @@ func (k *checker) models() {
 				}
 			}
 			if cov < 0 {
-				by = -1
+				by = nil
 				break
 			}
-			by = max(by, cov)
+			if s := fmt.Sprintf("models[%d]", cov); !slices.Contains(by, s) {
+				by = append(by, s)
+			}
 		}
-		if by >= 0 {
-			k.errKey(p, "%s can never match: every model it names is matched first by an earlier rule (models[%d]); move it up or remove it", p, by)
+		if len(by) > 0 {
+			k.errKey(p, "%s can never match: every model it names is matched first by %s; move it up or remove it", p, andList(by))
 		}
 	}
+}
+
+func andList(vs []string) string {
+	if len(vs) == 1 {
+		return vs[0]
+	}
+	return strings.Join(vs[:len(vs)-1], ", ") + " and " + vs[len(vs)-1]
 }
 
 // globCovers reports whether every model id g matches is also matched by h, for the cases
