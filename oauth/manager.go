@@ -118,8 +118,8 @@ type Status struct {
 // Manager hands out fresh access tokens for oauth_file accounts and refreshes them, with
 // exactly one refresh per account in flight across all replicas sharing its Store.
 //
-// Token is safe for concurrent use and costs two atomic loads and a read-locked map lookup
-// when the token is fresh.
+// Token is safe for concurrent use and, when the token is fresh, costs a few atomic loads and
+// a map lookup: no lock, no I/O.
 type Manager struct {
 	o     ManagerOptions
 	log   *slog.Logger
@@ -130,8 +130,8 @@ type Manager struct {
 
 	storeDown atomic.Bool // for one log line per store outage
 
-	mu       sync.RWMutex
-	accounts map[string]*entry // guarded by mu
+	setMu    sync.Mutex                        // serializes SetAccounts
+	accounts atomic.Pointer[map[string]*entry] // immutable once published
 }
 
 // current is a token pair and its store version.
@@ -147,6 +147,8 @@ type entry struct {
 	cur   atomic.Pointer[current] // nil until a pair was loaded
 	state atomic.Pointer[string]
 	bad   atomic.Pointer[string] // access token an upstream 401 rejected
+
+	fileMu sync.Mutex // serializes writes of file
 
 	mu          sync.Mutex // guards the fields below and serializes state changes
 	reason      string
@@ -206,27 +208,24 @@ func NewManager(o ManagerOptions) *Manager {
 	}
 	b := make([]byte, 9)
 	_, _ = crand.Read(b)
-	return &Manager{
-		o:        o,
-		log:      log,
-		owner:    base64.RawURLEncoding.EncodeToString(b),
-		wake:     make(chan struct{}, 1),
-		accounts: map[string]*entry{},
+	m := &Manager{
+		o:     o,
+		log:   log,
+		owner: base64.RawURLEncoding.EncodeToString(b),
+		wake:  make(chan struct{}, 1),
 	}
+	m.accounts.Store(&map[string]*entry{})
+	return m
 }
 
 func (m *Manager) lookup(account string) *entry {
-	m.mu.RLock()
-	e := m.accounts[account]
-	m.mu.RUnlock()
-	return e
+	return (*m.accounts.Load())[account]
 }
 
 func (m *Manager) entries() []*entry {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	out := make([]*entry, 0, len(m.accounts))
-	for _, e := range m.accounts {
+	all := *m.accounts.Load()
+	out := make([]*entry, 0, len(all))
+	for _, e := range all {
 		out = append(out, e)
 	}
 	return out
@@ -238,11 +237,13 @@ func (m *Manager) entries() []*entry {
 // effect everywhere and brings a needs-login account back. Accounts no longer listed are
 // dropped. It reads the files and the store; ctx bounds that.
 func (m *Manager) SetAccounts(ctx context.Context, accts []FileAccount) {
-	m.mu.Lock()
+	m.setMu.Lock()
+	defer m.setMu.Unlock()
+	prev := *m.accounts.Load()
 	next := make(map[string]*entry, len(accts))
 	var added []*entry
 	for _, a := range accts {
-		if e, ok := m.accounts[a.Name]; ok && e.file == a.File {
+		if e, ok := prev[a.Name]; ok && e.file == a.File {
 			next[a.Name] = e
 			added = append(added, e)
 			continue
@@ -253,8 +254,7 @@ func (m *Manager) SetAccounts(ctx context.Context, accts []FileAccount) {
 		next[a.Name] = e
 		added = append(added, e)
 	}
-	m.accounts = next
-	m.mu.Unlock()
+	m.accounts.Store(&next)
 
 	for _, e := range added {
 		m.syncFile(ctx, e)
@@ -660,7 +660,18 @@ func (m *Manager) adopt(e *entry, tok Token, ver int64, source string) bool {
 // adoptStore adopts a pair another replica saved and keeps this replica's file in step.
 func (m *Manager) adoptStore(e *entry, tok Token, ver int64) {
 	if m.adopt(e, tok, ver, "store") {
-		m.writeFile(e, tok)
+		m.writeCurrent(e)
+	}
+}
+
+// writeCurrent writes the account's current pair to its file. Writing the current pair
+// (rather than the one just adopted) keeps concurrent adoptions from leaving an older pair
+// in the file.
+func (m *Manager) writeCurrent(e *entry) {
+	e.fileMu.Lock()
+	defer e.fileMu.Unlock()
+	if c := e.cur.Load(); c != nil {
+		m.writeFileLocked(e, c.tok)
 	}
 }
 
@@ -696,6 +707,12 @@ func (m *Manager) setState(e *entry, state, reason string) bool {
 
 // writeFile saves tok in the account's file; a failure is logged once (the store still has it).
 func (m *Manager) writeFile(e *entry, tok Token) {
+	e.fileMu.Lock()
+	defer e.fileMu.Unlock()
+	m.writeFileLocked(e, tok)
+}
+
+func (m *Manager) writeFileLocked(e *entry, tok Token) {
 	err := WriteFile(e.file, tok)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -755,9 +772,8 @@ func (m *Manager) syncFile(ctx context.Context, e *entry) {
 		}
 		m.adopt(e, ftok, ver, "file")
 	case serr == nil && sver > 0 && (c == nil || sver > c.ver):
-		m.adopt(e, stok, sver, "store")
-		if ferr != nil || newer(stok, ftok, "") {
-			m.writeFile(e, stok)
+		if m.adopt(e, stok, sver, "store") && (ferr != nil || newer(stok, ftok, "")) {
+			m.writeCurrent(e)
 		}
 	case c == nil:
 		reason := "no token: run `claude-lb login " + e.name + "`"
