@@ -126,19 +126,19 @@ func TestMetricsSeries(t *testing.T) {
 func TestMetricsModelCardinality(t *testing.T) {
 	m := NewMetrics(nil)
 	tests := map[string]string{
-		"claude-opus-5-5":                         "claude-opus-5-5",
-		"claude-3-5-sonnet-20241022":              "claude-3-5-sonnet-20241022",
-		"claude-sonnet-4.5":                       "claude-sonnet-4.5",
-		"":                                        "none",
-		"claude-":                                 "other",
-		"Claude-Opus":                             "other",
-		"claude-opus-5-5[1m]":                     "other",
-		"gpt-4o":                                  "other",
-		"claude-" + strings.Repeat("a", 60):       "claude-" + strings.Repeat("a", 60),
-		"claude-" + strings.Repeat("a", 61):       "other",
-		"claude-opus\x00":                         "other",
-		"claude-ópus":                             "other",
-		"claude-opus-5-5 ; drop table":            "other",
+		"claude-opus-5-5":                   "claude-opus-5-5",
+		"claude-3-5-sonnet-20241022":        "claude-3-5-sonnet-20241022",
+		"claude-sonnet-4.5":                 "claude-sonnet-4.5",
+		"":                                  "none",
+		"claude-":                           "other",
+		"Claude-Opus":                       "other",
+		"claude-opus-5-5[1m]":               "other",
+		"gpt-4o":                            "other",
+		"claude-" + strings.Repeat("a", 60): "claude-" + strings.Repeat("a", 60),
+		"claude-" + strings.Repeat("a", 61): "other",
+		"claude-opus\x00":                   "other",
+		"claude-ópus":                       "other",
+		"claude-opus-5-5 ; drop table":      "other",
 		"claude-sonnet-5-5\"} 1\nclaude_lb_fake{": "other",
 	}
 	for in, want := range tests {
