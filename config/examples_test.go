@@ -22,9 +22,11 @@ var exampleEnv = map[string]string{
 
 type fakeInfo struct{ dir bool }
 
-func (f fakeInfo) Name() string       { return "f" }
-func (f fakeInfo) Size() int64        { return 0 }
-func (f fakeInfo) Mode() fs.FileMode  { return map[bool]fs.FileMode{true: fs.ModeDir | 0o755, false: 0o600}[f.dir] }
+func (f fakeInfo) Name() string { return "f" }
+func (f fakeInfo) Size() int64  { return 0 }
+func (f fakeInfo) Mode() fs.FileMode {
+	return map[bool]fs.FileMode{true: fs.ModeDir | 0o755, false: 0o600}[f.dir]
+}
 func (f fakeInfo) ModTime() time.Time { return time.Time{} }
 func (f fakeInfo) IsDir() bool        { return f.dir }
 func (f fakeInfo) Sys() any           { return nil }
