@@ -110,8 +110,10 @@ type Redis struct {
 	// DB selects the database (not with Cluster).
 	DB int `koanf:"db"`
 	// Prefix of every key; keys carry it as one hash tag, {prefix}:…, for Cluster.
+	// Default claude-lb.
 	Prefix string `koanf:"prefix"`
 	// Timeout per Redis call; past it the gateway serves from local state (degraded).
+	// Default DefaultRedisTimeout (500ms).
 	Timeout time.Duration `koanf:"timeout"`
 }
 

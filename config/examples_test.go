@@ -1,9 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +106,43 @@ func TestStarter(t *testing.T) {
 	}
 	if c.Accounts[0].APIKey.Reveal() != exampleEnv["PERSONAL_API_KEY"] {
 		t.Errorf("starter account = %+v", c.Accounts[0])
+	}
+}
+
+// TestDocsListEveryKey keeps docs/configuration.md complete: every key of the schema appears
+// in it, in backquotes.
+func TestDocsListEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(reflect.Type, string)
+	walk = func(rt reflect.Type, prefix string) {
+		for rt.Kind() == reflect.Pointer || rt.Kind() == reflect.Slice {
+			rt = rt.Elem()
+		}
+		if rt.Kind() != reflect.Struct || rt == durationType {
+			return
+		}
+		for i := 0; i < rt.NumField(); i++ {
+			f := rt.Field(i)
+			tag := f.Tag.Get("koanf")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			if !bytes.Contains(doc, []byte("`"+tag+"`")) && !bytes.Contains(doc, []byte("."+tag+"`")) &&
+				!bytes.Contains(doc, []byte("`"+tag+".")) && !bytes.Contains(doc, []byte("/ `"+tag)) {
+				t.Errorf("docs/configuration.md does not describe %s%s", prefix, tag)
+			}
+			walk(f.Type, prefix+tag+".")
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+
+	// The anchor example in the docs works.
+	data := []byte("version: 1\nx-max: &max {plan: max}\naccounts:\n  - {<<: *max, name: work, oauth_token: \"${WORK_OAUTH_TOKEN}\"}\n")
+	c, err := ParseWith("doc.yaml", data, exampleOptions(true))
+	if err != nil || c.Accounts[0].Plan != "max" {
+		t.Errorf("docs anchor example: %v", err)
 	}
 }

@@ -215,12 +215,16 @@ func decode(doc *yaml.Node, extensions []string, cfg *Config) (err error) {
 		}
 	}()
 	stripComments(doc, map[*yaml.Node]bool{})
-	b, err := yaml.Marshal(doc)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	if err := enc.Close(); err != nil {
 		return err
 	}
 	k := koanf.New(".")
-	if err := k.Load(rawbytes.Provider(b), kyaml.Parser()); err != nil {
+	if err := k.Load(rawbytes.Provider(buf.Bytes()), kyaml.Parser()); err != nil {
 		return err
 	}
 	for _, x := range extensions {
