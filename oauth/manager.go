@@ -77,9 +77,9 @@ type ManagerOptions struct {
 	Logger *slog.Logger
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
-	// OnState, when set, is called on every state change of an account (see the State*
-	// constants). It runs synchronously, serialized per account: it must be quick and may call
-	// State or Status, but no other Manager method.
+	// OnState, when set, is called with each account's first state when SetAccounts adds it
+	// and on every change after (see the State* constants). It runs synchronously, serialized
+	// per account: it must be quick and may call State or Status, but no other Manager method.
 	OnState func(account, state string)
 
 	// LockTTL is how long a refresh lock lives; a replica that dies holding it blocks
@@ -241,22 +241,22 @@ func (m *Manager) SetAccounts(ctx context.Context, accts []FileAccount) {
 	defer m.setMu.Unlock()
 	prev := *m.accounts.Load()
 	next := make(map[string]*entry, len(accts))
-	var added []*entry
+	var kept []*entry
 	for _, a := range accts {
 		if e, ok := prev[a.Name]; ok && e.file == a.File {
 			next[a.Name] = e
-			added = append(added, e)
+			kept = append(kept, e)
 			continue
 		}
+		// A new account is loaded before it becomes visible, so Token never sees it empty.
 		e := &entry{name: a.Name, file: a.File, key: a.Name + "\x00" + a.File}
-		s := StateValid
-		e.state.Store(&s)
+		none := ""
+		e.state.Store(&none)
+		m.syncFile(ctx, e)
 		next[a.Name] = e
-		added = append(added, e)
 	}
 	m.accounts.Store(&next)
-
-	for _, e := range added {
+	for _, e := range kept {
 		m.syncFile(ctx, e)
 	}
 	select {

@@ -361,7 +361,7 @@ func TestRepeatedFailuresNeedLogin(t *testing.T) {
 	if got, err := r.m.Token(t.Context(), acct); err != nil || got != f.current() {
 		t.Errorf("after recovery: %s %v", Fingerprint(got), err)
 	}
-	want := "team=refreshing,team=error,team=refreshing,team=needs-login,team=refreshing,team=valid"
+	want := "team=valid,team=refreshing,team=error,team=refreshing,team=needs-login,team=refreshing,team=valid"
 	if got := strings.Join(r.stateLog(), ","); got != want {
 		t.Errorf("state changes %s, want %s", got, want)
 	}
