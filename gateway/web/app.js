@@ -58,8 +58,9 @@
     return e;
   }
 
+  // td wraps a cell's content in one element, so a stacked (phone) row shows "label  value".
   function td(label, ...children) {
-    return el('td', { 'data-label': label }, ...children);
+    return el('td', { 'data-label': label }, el('div', { class: 'v' }, ...children));
   }
 
   const nf = new Intl.NumberFormat();
@@ -319,7 +320,7 @@
     const label = { valid: 'Valid', invalid: 'Invalid', 'needs-login': 'Needs login', expired: 'Expired', refreshing: 'Refreshing' }[a.token_state] || a.token_state;
     return [
       el('span', { class: 'cred ' + (good ? 'good' : 'bad') }, icon + ' ' + label),
-      el('div', { class: 'muted small' }, a.credential + ' ', el('code', { class: 'fp' }, a.fingerprint || '')),
+      el('div', { class: 'muted small nowrap' }, a.credential + ' ', el('code', { class: 'fp' }, a.fingerprint || '')),
     ];
   }
 
@@ -349,7 +350,7 @@
         td('Plan', el('span', { class: 'plan' }, (a.plan || '').toUpperCase()), a.opus_capable ? el('div', { class: 'small muted' }, 'Opus enabled') : null),
         td('Models', ...modelsCell(a)),
         td('Requests', el('span', { class: 'num' }, num(a.requests)), a.errors ? el('div', { class: 'small bad-text' }, num(a.errors) + ' errors') : null),
-        td('Tokens', el('span', { title: num(a.cache_read_tokens) + ' cache read · ' + num(a.cache_creation_tokens) + ' cache write' },
+        td('Tokens', el('span', { class: 'nowrap', title: num(a.cache_read_tokens) + ' cache read · ' + num(a.cache_creation_tokens) + ' cache write' },
           compact(a.input_tokens) + ' / ' + compact(a.output_tokens))),
         td('Last used', el('span', { class: 'ago', 'data-time': a.last_used || '', title: a.last_used ? new Date(a.last_used).toLocaleString() : '' }, ago(a.last_used))),
         td('Cooldown', ...cooldownCell(a)),
@@ -417,6 +418,7 @@
     const rows = h.entries.map((e) => {
       const tried = (e.tried || []).join(' → ');
       const tok = el('span', {
+        class: 'nowrap',
         title: num(e.cache_read_tokens) + ' cache read · ' + num(e.cache_creation_tokens) + ' cache write',
       }, compact(e.input_tokens) + ' / ' + compact(e.output_tokens));
       return el('tr', { 'data-model': e.model || '', 'data-account': e.account || '', 'data-request-id': e.request_id || '' },
@@ -431,61 +433,78 @@
         td('Replica', e.replica || '—'));
     });
     $('history').tBodies[0].replaceChildren(...rows);
-    $('history-empty').hidden = rows.length > 0;
     const f = st.filters;
+    const filtered = f.model || f.account || f.status || f.offset;
+    $('history-empty').textContent = filtered ? 'No requests match these filters.' : 'No requests yet.';
+    $('history-empty').hidden = rows.length > 0;
     $('newer').disabled = f.offset === 0;
     $('older').disabled = !h.more;
     $('page').textContent = rows.length ? (f.offset + 1) + '–' + (f.offset + rows.length) : '';
   }
 
+  // renderPlot draws requests (picks) per account per 10 s bucket as stacked bars.
   function renderPlot() {
     const W = 600, H = 170, L = 34, R = 6, T = 8, B = 20;
     const now = serverNow();
     const end = bucketOf(now);
     const n = WINDOW_MS / BUCKET_MS;
     const names = st.accounts.accounts.map((a) => a.name);
+    const totals = new Map(names.map((name) => [name, 0]));
     let maxY = 1;
-    const series = names.map((name) => {
-      const pts = [];
-      for (let i = n - 1; i >= 0; i--) {
-        const b = end - i * BUCKET_MS;
-        const m = st.buckets.get(b);
-        const v = m ? m.get(name) || 0 : 0;
-        if (v > maxY) maxY = v;
-        pts.push(v);
+    const buckets = [];
+    for (let i = n - 1; i >= 0; i--) {
+      const b = end - i * BUCKET_MS;
+      const m = st.buckets.get(b) || new Map();
+      let sum = 0;
+      for (const name of names) {
+        const v = m.get(name) || 0;
+        sum += v;
+        totals.set(name, totals.get(name) + v);
       }
-      return { name, pts };
-    });
+      if (sum > maxY) maxY = sum;
+      buckets.push({ start: b, m });
+    }
     maxY = niceMax(maxY);
-    const x = (i) => L + (i / (n - 1)) * (W - L - R);
+    const slot = (W - L - R) / n;
     const y = (v) => T + (1 - v / maxY) * (H - T - B);
     const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'requests per account per 10 seconds', class: 'chart' });
     for (const f of [0, 0.5, 1]) {
-      const yy = y(maxY * f);
+      const v = maxY * f;
+      const yy = y(v);
       root.append(svg('line', { x1: L, x2: W - R, y1: yy, y2: yy, class: 'gridline' }));
+      if (!Number.isInteger(v)) continue;
       const t = svg('text', { x: L - 4, y: yy + 4, 'text-anchor': 'end', class: 'axis' });
-      t.textContent = String(Math.round(maxY * f));
+      t.textContent = String(v);
       root.append(t);
     }
-    for (const [i, label] of [[0, '−10m'], [(n - 1) / 2, '−5m'], [n - 1, 'now']]) {
-      const t = svg('text', { x: x(i), y: H - 4, 'text-anchor': i === 0 ? 'start' : i === n - 1 ? 'end' : 'middle', class: 'axis' });
+    for (const [i, label, anchor] of [[0, '−10m', 'start'], [n / 2, '−5m', 'middle'], [n, 'now', 'end']]) {
+      const t = svg('text', { x: L + i * slot, y: H - 4, 'text-anchor': anchor, class: 'axis' });
       t.textContent = label;
       root.append(t);
     }
-    for (const s of series) {
-      if (!s.pts.some((v) => v > 0)) continue;
-      const d = s.pts.map((v, i) => (i ? 'L' : 'M') + x(i).toFixed(1) + ' ' + y(v).toFixed(1)).join(' ');
-      const p = svg('path', { d, fill: 'none', stroke: colorOf(s.name), 'stroke-width': 2, 'stroke-linejoin': 'round', 'data-account': s.name });
-      const title = svg('title');
-      title.textContent = s.name + ': ' + s.pts.reduce((a, b) => a + b, 0) + ' requests in 10 minutes';
-      p.append(title);
-      root.append(p);
-    }
+    buckets.forEach((bk, i) => {
+      let acc = 0;
+      for (const name of names) {
+        const v = bk.m.get(name) || 0;
+        if (!v) continue;
+        const top = y(acc + v);
+        const r = svg('rect', {
+          x: (L + i * slot + 0.5).toFixed(1), width: Math.max(1, slot - 1).toFixed(1),
+          y: top.toFixed(1), height: Math.max(0.5, y(acc) - top).toFixed(1),
+          fill: colorOf(name), 'data-account': name,
+        });
+        const title = svg('title');
+        title.textContent = name + ': ' + v + ' at ' + new Date(bk.start).toLocaleTimeString([], { hour12: false });
+        r.append(title);
+        root.append(r);
+        acc += v;
+      }
+    });
     $('plot').replaceChildren(root);
-    const legend = series.map((s) => {
+    const legend = names.map((name) => {
       const sw = svg('svg', { width: 12, height: 12, class: 'swatch', 'aria-hidden': 'true' });
-      sw.append(svg('rect', { width: 12, height: 12, rx: 2, fill: colorOf(s.name) }));
-      return el('span', { class: 'item' }, sw, ' ' + s.name + ' ', el('span', { class: 'muted' }, String(s.pts.reduce((a, b) => a + b, 0))));
+      sw.append(svg('rect', { width: 12, height: 12, rx: 2, fill: colorOf(name) }));
+      return el('span', { class: 'item' }, sw, ' ' + name + ' ', el('span', { class: 'muted' }, String(totals.get(name))));
     });
     $('legend').replaceChildren(...legend);
   }
