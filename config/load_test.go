@@ -483,8 +483,13 @@ func TestWarnings(t *testing.T) {
 	if m := mustLoad(t, "testdata/minimal.good.yaml"); len(m.Warnings) != 0 {
 		t.Errorf("secrets from ${VAR} should not warn: %q", m.Warnings)
 	}
+	// An account whose plan no rule allows is a warning.
+	c, err := ParseWith("w.yaml", []byte("version: 1\nplans: {team: seats}\naccounts: [{name: a, plan: team, api_key: \"${K:-k}\"}]\n"), Options{})
+	if err != nil || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], `w.yaml:3:28: account "a": no rule in models allows plan "team"`) {
+		t.Errorf("plan no rule allows: %v %q", err, c.Warnings)
+	}
 	// Unused plans are a warning, shown also when the file is invalid.
-	_, err := load(t, "testdata/plans.bad.yaml", true)
+	_, err = load(t, "testdata/plans.bad.yaml", true)
 	var cerr *Error
 	if !errors.As(err, &cerr) || len(cerr.Warnings) != 1 || !strings.Contains(cerr.Warnings[0], `:4:8: plan "pro" is used by no model rule and no account`) {
 		t.Errorf("warnings of an invalid file: %v", cerr)

@@ -426,6 +426,13 @@ func (k *checker) accounts() {
 			label = fmt.Sprintf("account %q", a.Name)
 		}
 		k.checkPlan(p+".plan", a.Plan)
+		if _, ok := c.Plans[a.Plan]; ok && len(c.Models) > 0 && !k.skip(p+".plan") && !slices.ContainsFunc(c.Models, func(r ModelRule) bool { return slices.Contains(r.Plans, a.Plan) }) {
+			what := "only models that match no rule"
+			if c.Routing.UnknownModels == "reject" {
+				what = "no model at all"
+			}
+			k.warnf(p+".plan", "%s: no rule in models allows plan %q, so this account serves %s; add the plan to a rule", label, a.Plan, what)
+		}
 
 		// Exactly one credential source. An inline secret and its *_file count once here;
 		// giving both is reported when the file is loaded.
