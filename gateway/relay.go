@@ -28,6 +28,7 @@ type relay struct {
 
 	mu        sync.Mutex // guards the fields below and every write to the client
 	committed bool       // headers and held bytes were sent
+	holdDone  bool       // holdback returned; its timer may no longer commit
 	held      []byte
 	writeErr  error
 	ping      *time.Timer
@@ -43,10 +44,19 @@ func newRelay(at *attempt, resp *http.Response) *relay {
 func (r *relay) holdback(d time.Duration) string {
 	timer := time.AfterFunc(d, func() {
 		r.mu.Lock()
-		r.commitLocked()
+		if !r.holdDone {
+			r.commitLocked()
+		}
 		r.mu.Unlock()
 	})
-	defer timer.Stop()
+	defer func() {
+		timer.Stop()
+		// A timer that already fired but has not committed yet must not commit now: the
+		// attempt may be failing over, and finish commits otherwise.
+		r.mu.Lock()
+		r.holdDone = true
+		r.mu.Unlock()
+	}()
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	for {

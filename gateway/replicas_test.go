@@ -32,14 +32,14 @@ type replica struct {
 
 // replicas starts n gateways on one fake upstream and one private redis-server, each with its
 // own Redis client and local fallback store, as separate processes would have.
-func replicas(t *testing.T, n int, rs *testredis.Server) (*fakeapi.Server, []*replica) {
+func replicas(t *testing.T, n int, rs *testredis.Server, timeout time.Duration) (*fakeapi.Server, []*replica) {
 	t.Helper()
 	fake := fakeapi.New(t)
 	fake.Accept(keyPersonal, tokWork, tokTeam)
 	cfg := config.Default()
 	cfg.Upstream.URL = fake.URL
 	cfg.Accounts = pool()
-	cfg.Store.Redis = &config.Redis{URL: rs.URL(), Prefix: "t", Timeout: 200 * time.Millisecond}
+	cfg.Store.Redis = &config.Redis{URL: rs.URL(), Prefix: "t", Timeout: timeout}
 	var out []*replica
 	for i := range n {
 		client, err := redisstore.NewClient(cfg.Store.Redis)
@@ -47,9 +47,9 @@ func replicas(t *testing.T, n int, rs *testredis.Server) (*fakeapi.Server, []*re
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = client.Close() })
-		primary := redisstore.New(client, redisstore.Options{Prefix: "t", HistorySize: 1000, Timeout: 200 * time.Millisecond})
+		primary := redisstore.New(client, redisstore.Options{Prefix: "t", HistorySize: 1000, Timeout: timeout})
 		fb := fallback.New(primary, memory.New(memory.Options{HistorySize: 1000}), fallback.Options{
-			Timeout: 200 * time.Millisecond, ProbeEvery: 50 * time.Millisecond,
+			Timeout: timeout, ProbeEvery: 50 * time.Millisecond,
 		})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -76,7 +76,9 @@ func send(t *testing.T, base, model string) (int, http.Header) {
 
 func TestReplicasBalanceAsOne(t *testing.T) {
 	rs := testredis.Start(t)
-	fake, reps := replicas(t, 3, rs)
+	// A generous timeout: 300 requests at once under -race on 2 cores must not push a replica
+	// into degraded mode, where it would pick from its local view.
+	fake, reps := replicas(t, 3, rs, 5*time.Second)
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	for i := range 300 {
@@ -89,6 +91,11 @@ func TestReplicasBalanceAsOne(t *testing.T) {
 	wg.Wait()
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed", failed.Load())
+	}
+	for _, r := range reps {
+		if r.store.Degraded() {
+			t.Fatal("a replica went degraded; the balance check below would not test Redis")
+		}
 	}
 	served := map[string]int{}
 	for _, r := range fake.Requests() {
@@ -112,7 +119,7 @@ func TestReplicasBalanceAsOne(t *testing.T) {
 
 func TestReplicasShareCooldownsAndHistory(t *testing.T) {
 	rs := testredis.Start(t)
-	fake, reps := replicas(t, 3, rs)
+	fake, reps := replicas(t, 3, rs, 2*time.Second)
 	fake.Script(failFor(func(*fakeapi.Request) *fakeapi.Reply {
 		return &fakeapi.Reply{Status: 429, Header: http.Header{"Retry-After": {"600"}}}
 	}, tokWork))
@@ -159,7 +166,7 @@ func TestReplicasShareCooldownsAndHistory(t *testing.T) {
 
 func TestRedisOutageNeverFailsRequests(t *testing.T) {
 	rs := testredis.Start(t)
-	_, reps := replicas(t, 2, rs)
+	_, reps := replicas(t, 2, rs, 200*time.Millisecond)
 	ctx, cancel := context.WithCancel(t.Context())
 	var sent, failed atomic.Int32
 	var wg sync.WaitGroup
