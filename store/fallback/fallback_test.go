@@ -127,9 +127,9 @@ func TestContractOverRedis(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Store {
 		prefix := "fb" + time.Duration(n.Add(1)).String()
 		s := New(
-			redisstore.New(c, redisstore.Options{Prefix: prefix, HistorySize: storetest.HistorySize}),
+			redisstore.New(c, redisstore.Options{Prefix: prefix, HistorySize: storetest.HistorySize, Timeout: 10 * time.Second}),
 			memory.New(memory.Options{HistorySize: storetest.HistorySize}),
-			Options{Timeout: 2 * time.Second},
+			Options{Timeout: 10 * time.Second},
 		)
 		t.Cleanup(func() {
 			if s.Degraded() {
@@ -254,8 +254,8 @@ func TestRedisOutage(t *testing.T) {
 		tr := new(transitions)
 		opts := tr.options(50 * time.Millisecond)
 		// Generous: a loaded CI machine must not time out a healthy Redis (a spurious flap).
-		opts.Timeout = time.Second
-		s := New(redisstore.New(client, redisstore.Options{Prefix: "outage"}), memory.New(memory.Options{}), opts)
+		opts.Timeout = 3 * time.Second
+		s := New(redisstore.New(client, redisstore.Options{Prefix: "outage", Timeout: time.Minute}), memory.New(memory.Options{}), opts)
 		run(t, s)
 		reps = append(reps, replica{s, tr})
 	}

@@ -23,6 +23,9 @@ import (
 
 var prefixes atomic.Int64
 
+// testTimeout is generous: tests check behaviour, not speed, on loaded CI machines.
+const testTimeout = 10 * time.Second
+
 // uniquePrefix isolates tests sharing one server.
 func uniquePrefix() string { return "t" + strconv.FormatInt(prefixes.Add(1), 10) }
 
@@ -30,7 +33,7 @@ func TestContract(t *testing.T) {
 	srv := testredis.Start(t)
 	c := srv.Client()
 	storetest.Run(t, func(t *testing.T) storetest.Store {
-		return New(c, Options{Prefix: uniquePrefix(), HistorySize: storetest.HistorySize})
+		return New(c, Options{Prefix: uniquePrefix(), HistorySize: storetest.HistorySize, Timeout: testTimeout})
 	})
 }
 
@@ -39,7 +42,7 @@ func replicas(t *testing.T, srv *testredis.Server, n int) []*Store {
 	prefix := uniquePrefix()
 	var out []*Store
 	for range n {
-		out = append(out, New(srv.Client(), Options{Prefix: prefix, HistorySize: storetest.HistorySize}))
+		out = append(out, New(srv.Client(), Options{Prefix: prefix, HistorySize: storetest.HistorySize, Timeout: testTimeout}))
 	}
 	return out
 }
@@ -138,7 +141,7 @@ func TestPickMatchesChoose(t *testing.T) {
 	ctx := t.Context()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for iter := range 300 {
-		s := New(c, Options{Prefix: uniquePrefix()})
+		s := New(c, Options{Prefix: uniquePrefix(), Timeout: testTimeout})
 		n := 1 + rng.IntN(6)
 		strategy := routing.Strategy(rng.IntN(3))
 		cands := make([]routing.Candidate, n)
@@ -182,7 +185,7 @@ func TestKeys(t *testing.T) {
 	srv := testredis.Start(t)
 	c := srv.Client()
 	ctx := t.Context()
-	s := New(c, Options{Prefix: "pool"})
+	s := New(c, Options{Prefix: "pool", Timeout: testTimeout})
 	storetest.MustPick(t, s, routing.PickRequest{Candidates: storetest.Cands("a", "b"), Session: "s", AffinityTTL: time.Hour})
 	storetest.MustPick(t, s, routing.PickRequest{Strategy: routing.RoundRobin, Candidates: storetest.Cands("a", "b")})
 	storetest.MustMark(t, s, routing.Mark{Account: "b", Scope: "family:opus", Until: time.Now().Add(time.Minute), Reason: "429"})
@@ -268,7 +271,7 @@ func TestRoundTrips(t *testing.T) {
 	hook := new(countHook)
 	c.AddHook(hook)
 	admin := srv.Client()
-	s := New(c, Options{})
+	s := New(c, Options{Timeout: testTimeout})
 	ctx := t.Context()
 	req := routing.PickRequest{Candidates: storetest.Cands("a", "b", "c"), Scopes: []string{"family:opus"}, Session: "s", AffinityTTL: time.Hour}
 	u := routing.Usage{Account: "a", Model: "m", Status: 200, InputTokens: 1, OutputTokens: 2, CacheReadTokens: 3, CacheCreationTokens: 4}
@@ -352,12 +355,13 @@ func TestNewClient(t *testing.T) {
 	}
 
 	t.Run("client kinds", func(t *testing.T) {
+		// Only the private server's address: clients may dial at once (MinIdleConns).
 		for _, tc := range []struct {
 			cfg  *config.Redis
 			want string
 		}{
-			{&config.Redis{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}, "*redis.ClusterClient"},
-			{&config.Redis{Addrs: []string{"127.0.0.1:26379"}, MasterName: "mymaster"}, "*redis.Client"},
+			{&config.Redis{Addrs: []string{tcp.Addr(), tcp.Addr()}}, "*redis.ClusterClient"},
+			{&config.Redis{Addrs: []string{tcp.Addr()}, MasterName: "mymaster"}, "*redis.Client"},
 		} {
 			c, err := NewClient(tc.cfg)
 			if err != nil {

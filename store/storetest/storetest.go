@@ -367,18 +367,34 @@ func testAffinitySticks(t *testing.T, s Store) {
 }
 
 func testAffinityRenews(t *testing.T, s Store) {
-	const ttl = time.Second
+	const ttl = 2 * time.Second
 	aff := routing.PickRequest{Candidates: Cands("a", "b"), Session: "s", AffinityTTL: ttl}
-	if p := MustPick(t, s, aff); p.Account != "a" {
-		t.Fatalf("first pick = %q, want a", p.Account)
+	first := time.Now()
+	want := MustPick(t, s, aff).Account
+	if want != "a" {
+		t.Fatalf("first pick = %q, want a", want)
 	}
 	// Each use renews the binding: it outlives its first TTL while in use.
-	deadline := time.Now().Add(2*ttl + ttl/2)
-	for time.Now().Before(deadline) {
-		time.Sleep(ttl / 4)
-		if p := MustPick(t, s, aff); p.Account != "a" || p.Why != "affinity" {
-			t.Fatalf("pick in session = %+v, want a/affinity (binding renewed on use)", p)
+	checkedLate := false
+	prev := first
+	for time.Since(first) < 2*ttl {
+		time.Sleep(ttl / 5)
+		start := time.Now()
+		p := MustPick(t, s, aff)
+		if gap := time.Since(prev); gap >= ttl {
+			// The machine stalled longer than the TTL between two uses: no verdict on this one.
+			t.Logf("uses %v apart, longer than the TTL; not checked", gap)
+			want = p.Account
+		} else {
+			if p.Account != want || p.Why != "affinity" {
+				t.Fatalf("pick %v after the first = %+v, want %s/affinity (binding renewed on use)", time.Since(first), p, want)
+			}
+			checkedLate = checkedLate || time.Since(first) > ttl
 		}
+		prev = start
+	}
+	if !checkedLate {
+		t.Fatal("no use was checked after the first TTL passed (machine too slow to judge)")
 	}
 }
 
