@@ -264,12 +264,12 @@ func raiseNoFile(want uint64) uint64 {
 // nginxConf is a proxy_pass reference: keep-alive to the upstream, no response buffering
 // (SSE), request bodies buffered in memory up to 4 MiB (nginx's default is to read the whole
 // body first, spilling to disk past client_body_buffer_size), no access log.
-func nginxConf(dir, listen, upstream string, workers int) string {
+func nginxConf(dir, listen, upstream string, workers, conns int) string {
 	return fmt.Sprintf(`worker_processes %d;
 worker_rlimit_nofile 200000;
 pid %[2]s/nginx.pid;
 error_log %[2]s/nginx-error.log warn;
-events { worker_connections 60000; multi_accept on; }
+events { worker_connections %[5]d; multi_accept on; }
 http {
   access_log off;
   client_body_temp_path %[2]s/body;
@@ -293,10 +293,12 @@ http {
     }
   }
 }
-`, workers, dir, listen, upstream)
+`, workers, dir, listen, upstream, conns)
 }
 
-func startNginx(dir, bin, upstreamAddr string) (*proc, error) {
+// startNginx runs nginx with two workers (one per core, as worker_processes auto would here)
+// and room for conns connections per worker (nginx allocates them up front).
+func startNginx(dir, bin, upstreamAddr string, conns int) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -305,7 +307,7 @@ func startNginx(dir, bin, upstreamAddr string) (*proc, error) {
 	if err := os.MkdirAll(ndir, 0o755); err != nil {
 		return nil, err
 	}
-	conf := nginxConf(ndir, addr, upstreamAddr, 2)
+	conf := nginxConf(ndir, addr, upstreamAddr, 2, max(conns, 4096))
 	if os.Geteuid() == 0 {
 		// As root nginx would switch its workers to "nobody", who cannot write the temp dirs.
 		conf = "user root;\n" + conf

@@ -54,6 +54,21 @@ type settings struct {
 	hold    []int
 	full    int // concurrent complete streams checked once per target
 	gap     time.Duration
+	phases  map[string]bool // nil: all
+	skip    map[string]bool
+}
+
+func (s settings) on(phase string) bool { return s.phases == nil || s.phases[phase] }
+
+func listSet(list string) map[string]bool {
+	if list == "" {
+		return nil
+	}
+	m := map[string]bool{}
+	for _, f := range strings.Split(list, ",") {
+		m[strings.TrimSpace(f)] = true
+	}
+	return m
 }
 
 // bench is one run: its processes, targets and samples.
@@ -94,27 +109,30 @@ func cmdRun(args []string) error {
 	holdList := fs.String("hold", "2000,10000", "open-stream counts for the memory phase")
 	md := fs.String("md", "", "also write the table (markdown) to this file")
 	keep := fs.Bool("keep", false, "keep the temporary folder (configs and logs)")
+	only := fs.String("phases", "", "run only these phases (comma-separated: hold, full, cpu, lat, sse); default all")
+	skip := fs.String("skip", "", "targets to leave out (comma-separated: floor, nginx, mem, redis)")
 	_ = fs.Parse(args)
 
-	set := settings{rounds: *rounds, plain: 20000, conns: 64, rate: 200, latFor: 5 * time.Second, streams: 500, full: 2000, gap: 10 * time.Millisecond}
+	st := settings{rounds: *rounds, plain: 20000, conns: 64, rate: 200, latFor: 5 * time.Second, streams: 500, full: 2000, gap: 10 * time.Millisecond}
 	for _, f := range strings.Split(*holdList, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
-			set.hold = append(set.hold, n)
+			st.hold = append(st.hold, n)
 		}
 	}
+	st.phases, st.skip = listSet(*only), listSet(*skip)
 	if *quick {
-		set.rounds, set.plain, set.latFor, set.hold, set.full = 1, 5000, 2*time.Second, []int{2000}, 0
+		st.rounds, st.plain, st.latFor, st.hold, st.full = 1, 5000, 2*time.Second, []int{2000}, 0
 	}
 	limit := raiseNoFile(1 << 20)
 	// Each open stream holds a client and an upstream descriptor in a proxy.
 	maxHold := int(limit)/2 - 1000
-	set.hold = slices.DeleteFunc(set.hold, func(n int) bool { return n > maxHold })
+	st.hold = slices.DeleteFunc(st.hold, func(n int) bool { return n > maxHold })
 
 	dir, err := os.MkdirTemp("", "clbbench")
 	if err != nil {
 		return err
 	}
-	b := &bench{set: set, dir: dir, stats: stats{}, log: os.Stderr}
+	b := &bench{set: st, dir: dir, stats: stats{}, log: os.Stderr}
 	defer func() {
 		b.stopAll()
 		if *keep {
@@ -179,20 +197,29 @@ func (b *bench) start(gwMode, nginxBin, redisBin string) error {
 	upURL := "http://" + b.up.addr
 	b.targets = append(b.targets, &target{key: tDirect, label: "direct to the fake upstream", addr: b.up.addr})
 
-	floor, err := startSelf(b.dir, "floor", nil, "floor", "-upstream", upURL)
-	if err != nil {
-		return err
+	if !b.set.skip[tFloor] {
+		floor, err := startSelf(b.dir, "floor", nil, "floor", "-upstream", upURL)
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, &target{key: tFloor, label: "Go floor (httputil.ReverseProxy)", p: floor, addr: floor.addr})
 	}
-	b.targets = append(b.targets, &target{key: tFloor, label: "Go floor (httputil.ReverseProxy)", p: floor, addr: floor.addr})
 
+	maxHold := 0
+	for _, n := range b.set.hold {
+		maxHold = max(maxHold, n)
+	}
+	if b.set.skip[tNginx] {
+		nginxBin = ""
+	}
 	if nginxBin != "" {
-		ng, err := startNginx(b.dir, nginxBin, b.up.addr)
+		ng, err := startNginx(b.dir, nginxBin, b.up.addr, 2*maxHold+1024)
 		if err != nil {
 			b.notes = append(b.notes, "nginx failed to start: "+err.Error())
 		} else {
 			b.targets = append(b.targets, &target{key: tNginx, label: "nginx proxy_pass", p: ng, addr: ng.addr})
 		}
-	} else {
+	} else if !b.set.skip[tNginx] {
 		b.notes = append(b.notes, "nginx not installed (apt-get install -y nginx-light): its column is empty")
 	}
 
@@ -209,12 +236,17 @@ func (b *bench) start(gwMode, nginxBin, redisBin string) error {
 		}
 	}
 	b.notes = append(b.notes, "claude-lb: "+kind)
-	mem, err := b.startGateway("claude-lb-memory", bin, upURL, "")
-	if err != nil {
-		return err
+	if !b.set.skip[tMem] {
+		mem, err := b.startGateway("claude-lb-memory", bin, upURL, "")
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, &target{key: tMem, label: "claude-lb, memory store", p: mem, addr: mem.addr})
 	}
-	b.targets = append(b.targets, &target{key: tMem, label: "claude-lb, memory store", p: mem, addr: mem.addr})
 
+	if b.set.skip[tRedis] {
+		redisBin = ""
+	}
 	if redisBin != "" {
 		b.redis, err = startRedis(b.dir, redisBin)
 		if err != nil {
@@ -225,7 +257,7 @@ func (b *bench) start(gwMode, nginxBin, redisBin string) error {
 			return err
 		}
 		b.targets = append(b.targets, &target{key: tRedis, label: "claude-lb, Redis store", p: rg, addr: rg.addr})
-	} else {
+	} else if !b.set.skip[tRedis] {
 		b.notes = append(b.notes, "redis-server not installed: no Redis column")
 	}
 	for _, t := range b.targets {
@@ -313,6 +345,9 @@ func (b *bench) measure() error {
 	}
 
 	for _, n := range b.set.hold {
+		if !b.set.on("hold") {
+			break
+		}
 		for _, t := range b.targets {
 			if t.p == nil {
 				continue
@@ -334,7 +369,7 @@ func (b *bench) measure() error {
 		}
 	}
 
-	if b.set.full > 0 {
+	if b.set.full > 0 && b.set.on("full") {
 		for _, t := range b.targets {
 			b.logf("%d complete concurrent streams through %s", b.set.full, t.label)
 			run, err := concurrentStreams(t.addr, t.reqStream, b.set.full, b.want)
@@ -351,17 +386,20 @@ func (b *bench) measure() error {
 	}
 
 	phases := []struct {
-		name string
-		run  func(t *target) error
+		key, name string
+		run       func(t *target) error
 	}{
-		{"CPU, 1 KB bodies", func(t *target) error { return b.plainPhase(t, "1k", t.req1k, b.set.plain) }},
-		{"CPU, 100 KB bodies", func(t *target) error { return b.plainPhase(t, "100k", t.req100k, b.set.plain/8) }},
-		{"CPU, 2 MB bodies", func(t *target) error { return b.plainPhase(t, "2m", t.req2m, max(64, b.set.plain/64)) }},
-		{"latency at a fixed rate", b.latencyPhase},
-		{"concurrent streams", b.streamPhase},
+		{"cpu", "CPU, 1 KB bodies", func(t *target) error { return b.plainPhase(t, "1k", t.req1k, b.set.plain) }},
+		{"cpu", "CPU, 100 KB bodies", func(t *target) error { return b.plainPhase(t, "100k", t.req100k, b.set.plain/8) }},
+		{"cpu", "CPU, 2 MB bodies", func(t *target) error { return b.plainPhase(t, "2m", t.req2m, max(64, b.set.plain/64)) }},
+		{"lat", "latency at a fixed rate", b.latencyPhase},
+		{"sse", "concurrent streams", b.streamPhase},
 	}
 	for round := range b.set.rounds {
 		for _, ph := range phases {
+			if !b.set.on(ph.key) {
+				continue
+			}
 			b.logf("round %d/%d: %s", round+1, b.set.rounds, ph.name)
 			// Rotate the order every round so no target always runs first.
 			for i := range b.targets {

@@ -11,8 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // served only on -pprof's own listener
 	"net/http/httputil"
+	_ "net/http/pprof" // served only on -pprof's own listener
 	"net/url"
 	"os"
 	"os/signal"
