@@ -71,7 +71,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 	if len(body) > 0 && isJSON(r) {
 		f, err := routing.Extract(body)
 		if err != nil {
-			at.fail(http.StatusBadRequest, "request body is not valid JSON: "+err.Error())
+			at.fail(http.StatusBadRequest, "the request body is not a valid JSON object")
 			return
 		}
 		at.fields = f
@@ -616,8 +616,8 @@ func (at *attempt) finishUsage(u usage, errMsg string) {
 		lvl = slog.LevelWarn
 	}
 	if at.g.log.Enabled(at.r.Context(), lvl) {
-		at.g.log.LogAttrs(at.r.Context(), lvl, "request",
-			slog.String("request_id", rec.RequestID),
+		attrs := make([]slog.Attr, 0, 12)
+		attrs = append(attrs,
 			slog.String("method", at.r.Method),
 			slog.String("path", at.r.URL.Path),
 			slog.String("model", model),
@@ -627,9 +627,17 @@ func (at *attempt) finishUsage(u usage, errMsg string) {
 			slog.String("tried", strings.Join(at.tried, ",")),
 			slog.Int("status", at.status),
 			slog.Duration("latency", d),
-			slog.String("client", at.client),
-			slog.String("err", errMsg),
 		)
+		if rec.RequestID != "" {
+			attrs = append(attrs, slog.String("request_id", rec.RequestID))
+		}
+		if at.client != "" {
+			attrs = append(attrs, slog.String("client", at.client))
+		}
+		if errMsg != "" {
+			attrs = append(attrs, slog.String("err", errMsg))
+		}
+		at.g.log.LogAttrs(at.r.Context(), lvl, "request", attrs...)
 	}
 }
 

@@ -109,6 +109,7 @@ func runServe(args []string, stdout, stderr io.Writer, env func(string) (string,
 		log.Warn("shutdown deadline passed; closing remaining connections", "err", err)
 		_ = srv.Close()
 	}
+	log.Info("stopped")
 	return 0
 }
 
