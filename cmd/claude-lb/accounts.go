@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/claude-lb/claude-lb/config"
 	"github.com/claude-lb/claude-lb/gateway"
 	"github.com/claude-lb/claude-lb/routing"
@@ -170,8 +172,12 @@ func accountsFromConfig(cfg *config.Config, server, why string, now time.Time) a
 	if err != nil {
 		return list
 	}
+	kinds := credentialKinds(cfg)
 	for _, info := range snap.AccountInfos(nil) {
 		info.TokenState = "unknown"
+		if k := kinds[info.Name]; k != "" {
+			info.Credential = k
+		}
 		if info.Models == nil {
 			info.Models = []string{}
 		}
@@ -182,6 +188,36 @@ func accountsFromConfig(cfg *config.Config, server, why string, now time.Time) a
 		list.Accounts = append(list.Accounts, st)
 	}
 	return list
+}
+
+// credentialKinds reads which credential key each account has from the file itself: without
+// the gateway's environment, a ${VAR} that is not set here leaves the secret empty, and the
+// parsed config cannot tell an unset oauth_token from a missing one.
+func credentialKinds(cfg *config.Config) map[string]string {
+	src, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		return nil
+	}
+	var doc struct {
+		Accounts []map[string]any `yaml:"accounts"`
+	}
+	if yaml.Unmarshal(src, &doc) != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for _, a := range doc.Accounts {
+		name, _ := a["name"].(string)
+		for key, kind := range map[string]string{
+			"api_key": config.CredAPIKey, "api_key_file": config.CredAPIKey,
+			"oauth_token": config.CredOAuthToken, "oauth_token_file": config.CredOAuthToken,
+			"oauth_file": config.CredOAuthFile,
+		} {
+			if _, ok := a[key]; ok {
+				out[name] = kind
+			}
+		}
+	}
+	return out
 }
 
 // cliLocation is the time zone for printed times: TZ from env when set, else the local one.
@@ -249,7 +285,10 @@ func writeAccountsList(w io.Writer, l accountsList, loc *time.Location) {
 			}
 			fmt.Fprintf(w, "   Last Used: %s\n", last)
 			req := commas(a.Requests)
-			if a.Errors > 0 {
+			switch {
+			case a.Errors == 1:
+				req += " (1 error)"
+			case a.Errors > 1:
 				req += fmt.Sprintf(" (%s errors)", commas(a.Errors))
 			}
 			fmt.Fprintf(w, "   Requests: %s\n", req)
@@ -257,7 +296,10 @@ func writeAccountsList(w io.Writer, l accountsList, loc *time.Location) {
 				commas(a.InputTokens), commas(a.OutputTokens), commas(a.CacheReadTokens), commas(a.CacheCreationTokens))
 			writeCooldowns(w, a.Cooldowns, loc)
 		}
-		fmt.Fprintf(w, "   Token: %s (%s)\n", tokenText(a.TokenState, a.Name), credText(a.AccountInfo))
+		fmt.Fprintf(w, "   Token: %s · %s\n", tokenText(a.TokenState), credText(a.AccountInfo))
+		if a.TokenState == "needs-login" {
+			fmt.Fprintf(w, "   → run `claude-lb login %s --plan %s` to log in again\n", a.Name, a.Plan)
+		}
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, ruler)
@@ -339,36 +381,40 @@ func statusText(s string) string {
 	return s
 }
 
-func tokenText(state, name string) string {
+func tokenText(state string) string {
 	switch state {
 	case "valid":
 		return "✅ Valid"
 	case "refreshing":
 		return "🔄 Refreshing"
 	case "invalid":
-		return "❌ Invalid (the upstream answered 401; a reload with a new credential clears it)"
+		return "❌ Invalid (the upstream answered 401; a new credential and a reload clear it)"
 	case "needs-login":
-		return "❌ Needs login (run `claude-lb login " + name + " --plan max`)"
+		return "❌ Needs login"
 	case "expired":
 		return "❌ Expired"
 	case "unknown":
-		return "❔ Unknown (no live state)"
+		return "❔ Unknown"
 	}
 	return "❌ " + state
 }
 
 func credText(a gateway.AccountInfo) string {
-	fp := a.Fingerprint
-	if fp == "" || fp == "…" {
-		fp = "not set here"
+	if a.Fingerprint == "" || a.Fingerprint == "…" {
+		return a.Credential
 	}
-	return a.Credential + " " + fp
+	return a.Credential + " " + a.Fingerprint
 }
 
-// ago is a short "3m ago".
+// ago is a short, coarse "3m ago".
 func ago(d time.Duration) string {
-	if d < 5*time.Second {
+	switch {
+	case d < 5*time.Second:
 		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d/time.Minute))
 	}
 	return humanDuration(d) + " ago"
 }

@@ -74,8 +74,12 @@ func runStats(args []string, stdout, stderr io.Writer, env func(string) (string,
 }
 
 func writeStats(w io.Writer, s gateway.StatsResponse) {
-	fmt.Fprintf(w, "Requests: %s (%s errors) · Tokens: %s in · %s out · %s cache read · %s cache write\n",
-		commas(s.Totals.Requests), commas(s.Totals.Errors), commas(s.Totals.InputTokens), commas(s.Totals.OutputTokens),
+	errs := commas(s.Totals.Errors) + " errors"
+	if s.Totals.Errors == 1 {
+		errs = "1 error"
+	}
+	fmt.Fprintf(w, "Requests: %s (%s) · Tokens: %s in · %s out · %s cache read · %s cache write\n",
+		commas(s.Totals.Requests), errs, commas(s.Totals.InputTokens), commas(s.Totals.OutputTokens),
 		commas(s.Totals.CacheReadTokens), commas(s.Totals.CacheCreationTokens))
 	o := s.Opus
 	fmt.Fprintf(w, "🎯 Opus: %s requests", commas(o.Requests))
