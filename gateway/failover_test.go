@@ -382,3 +382,26 @@ func TestConcurrentFailover(t *testing.T) {
 		t.Fatal(e)
 	}
 }
+
+// TestIdlePing: while the upstream is silent mid-stream, the client gets ping events between
+// whole events, and the stream then completes unchanged.
+func TestIdlePing(t *testing.T) {
+	e := newEnv(t, nil)
+	e.gw.idlePing = 40 * time.Millisecond
+	e.fake.Script(func(r *fakeapi.Request) *fakeapi.Reply {
+		return &fakeapi.Reply{Events: fakeapi.StreamEvents(r.Model, []string{"a", "b"}, 1, 1), EventDelay: 150 * time.Millisecond}
+	})
+	code, _, body := e.post("/v1/messages", `{"model":"claude-sonnet-5-5","stream":true}`)
+	if code != 200 || !strings.HasSuffix(body, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") {
+		t.Fatalf("%d %q", code, body)
+	}
+	pings := strings.Count(body, "event: ping\n")
+	if pings < 3 { // one from the upstream, the rest from the gateway during 150 ms gaps
+		t.Fatalf("%d pings in %q", pings, body)
+	}
+	for _, frame := range strings.Split(strings.TrimSuffix(body, "\n\n"), "\n\n") {
+		if !strings.HasPrefix(frame, "event: ") || strings.Count(frame, "\ndata: ") != 1 {
+			t.Fatalf("a ping split an event: frame %q", frame)
+		}
+	}
+}

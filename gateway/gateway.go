@@ -72,11 +72,12 @@ type Gateway struct {
 	mux      *http.ServeMux
 	now      func() time.Time
 	failures failureCounter
+	idlePing time.Duration // tests shorten it
 }
 
 // New builds a gateway serving cfg.
 func New(cfg *config.Config, opts Options) (*Gateway, error) {
-	g := &Gateway{opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now}
+	g := &Gateway{opts: opts, log: opts.Logger, obs: opts.Observer, now: opts.Now, idlePing: defaultIdlePing}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}

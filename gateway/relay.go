@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// idlePing is how long an upstream stream may stay silent before the gateway sends a ping, so
-// clients with stall watchdogs (Claude Code gives up after about 20 s) keep waiting.
-const idlePing = 10 * time.Second
+// defaultIdlePing is how long an upstream stream may stay silent before the gateway sends a
+// ping, so clients with stall watchdogs (Claude Code gives up after about 20 s) keep waiting.
+const defaultIdlePing = 10 * time.Second
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
@@ -106,7 +106,7 @@ func (r *relay) commitLocked() {
 	} else {
 		r.writeErr = r.rc.Flush()
 	}
-	r.ping = time.AfterFunc(idlePing, r.sendPing)
+	r.ping = time.AfterFunc(r.at.g.idlePing, r.sendPing)
 }
 
 func (r *relay) writeLocked(p []byte) {
@@ -119,7 +119,7 @@ func (r *relay) writeLocked(p []byte) {
 	}
 	r.writeErr = r.rc.Flush()
 	if r.ping != nil {
-		r.ping.Reset(idlePing)
+		r.ping.Reset(r.at.g.idlePing)
 	}
 }
 
@@ -128,7 +128,7 @@ func (r *relay) sendPing() {
 	defer r.mu.Unlock()
 	if r.writeErr != nil || !r.tap.boundary {
 		if r.writeErr == nil {
-			r.ping.Reset(idlePing)
+			r.ping.Reset(r.at.g.idlePing)
 		}
 		return
 	}
