@@ -61,7 +61,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			if got := strings.Count(g.logs.String(), `msg="config reloaded" trigger="file changed"`); got < versions {
 				t.Errorf("%d reloads logged, want at least %d", got, versions)
 			}
-			t.Logf("%d requests, 0 failed, across %d reloads", n, versions)
+			t.Logf("%d requests, none failed, across %d reloads (%v reloads rejected)", n, versions, metric(t, base, reloadsFail))
 		})
 	}
 }
