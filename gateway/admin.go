@@ -271,6 +271,10 @@ func (a *admin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusMethodNotAllowed, "invalid_request_error", r.Method+" is not allowed on "+r.URL.Path+"; use "+allow)
 		return
 	}
+	if a.o.Store == nil {
+		adminError(w, http.StatusServiceUnavailable, "api_error", "this gateway has no store to report from")
+		return
+	}
 	if err := a.csrf.Check(r); err != nil {
 		adminError(w, http.StatusForbidden, "permission_error", "cross-origin request refused: the admin API only takes state changes from its own dashboard or from non-browser clients")
 		return

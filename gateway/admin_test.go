@@ -386,6 +386,15 @@ func TestAdminReload(t *testing.T) {
 		t.Errorf("reload: %d %s", w.Code, w.Body)
 	}
 
+	noStore := NewAdmin(AdminOptions{})
+	r0 := httptest.NewRequest("GET", "/api/accounts", nil)
+	r0.RemoteAddr = "127.0.0.1:1"
+	rec0 := httptest.NewRecorder()
+	noStore.ServeHTTP(rec0, r0)
+	if rec0.Code != http.StatusServiceUnavailable {
+		t.Errorf("no store: %d %s", rec0.Code, rec0.Body)
+	}
+
 	none := NewAdmin(AdminOptions{Store: f.store})
 	r := httptest.NewRequest("POST", "/api/reload", nil)
 	r.RemoteAddr = "127.0.0.1:1"
