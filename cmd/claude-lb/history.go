@@ -133,8 +133,7 @@ func writeHistory(w io.Writer, h gateway.HistoryResponse, loc *time.Location) {
 	}
 	for _, e := range h.Entries {
 		if e.Error != "" {
-			fmt.Fprintln(w, "! marks requests that failed after their status was sent (for example a stream that broke).")
-			break
+			fmt.Fprintf(w, "! %s %s: %s\n", e.Time.In(loc).Format("15:04:05"), dash(e.Model), e.Error)
 		}
 	}
 }

@@ -92,8 +92,8 @@ func writeStats(w io.Writer, s gateway.StatsResponse) {
 	}
 	fmt.Fprintln(w)
 
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "ACCOUNT\tREQUESTS\tERRORS\tIN\tOUT\tCACHE READ\tCACHE WRITE\tLAST USED\t")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCOUNT\tREQUESTS\tERRORS\tIN\tOUT\tCACHE READ\tCACHE WRITE\tLAST USED")
 	for _, a := range s.Accounts {
 		name := a.Name
 		if !a.Configured {
@@ -103,7 +103,7 @@ func writeStats(w io.Writer, s gateway.StatsResponse) {
 		if !a.LastUsed.IsZero() {
 			last = ago(s.Now.Sub(a.LastUsed))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, commas(a.Requests), commas(a.Errors),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, commas(a.Requests), commas(a.Errors),
 			commas(a.InputTokens), commas(a.OutputTokens), commas(a.CacheReadTokens), commas(a.CacheCreationTokens), last)
 	}
 	_ = tw.Flush()
@@ -112,10 +112,10 @@ func writeStats(w io.Writer, s gateway.StatsResponse) {
 		fmt.Fprintln(w, "No requests per model yet.")
 		return
 	}
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "MODEL\tREQUESTS\tRECENT OK\tRECENT FAILED\t")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MODEL\tREQUESTS\tRECENT OK\tRECENT FAILED")
 	for _, m := range s.Models {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", dash(m.Model), commas(m.Requests), commas(m.Recent.Success), commas(m.Recent.Failure))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", dash(m.Model), commas(m.Requests), commas(m.Recent.Success), commas(m.Recent.Failure))
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "Recent: the %d newest requests in the history.\n", s.Window)
