@@ -43,3 +43,7 @@ func claudeCodeBody(size int, stream bool, session string) []byte {
 	b.WriteString(`}`)
 	return b.Bytes()
 }
+
+// streamBody is the size of a streamed request: what Claude Code sends for a short prompt
+// (its system prompt and tool definitions come to about 90 KB).
+const streamBody = 90 << 10

@@ -40,7 +40,7 @@ func (t *target) build() {
 	t.req1k = request(t.addr, claudeCodeBody(1<<10, false, "s1k"))
 	t.req100k = request(t.addr, claudeCodeBody(100<<10, false, "s100k"))
 	t.req2m = request(t.addr, claudeCodeBody(2<<20, false, "s2m"))
-	t.reqStream = request(t.addr, claudeCodeBody(1<<10, true, "sse"), benchHeader, modeStream)
+	t.reqStream = request(t.addr, claudeCodeBody(streamBody, true, "sse"), benchHeader, modeStream)
 	t.reqHold = request(t.addr, claudeCodeBody(1<<10, true, "hold"), benchHeader, modeHold)
 }
 
