@@ -99,7 +99,7 @@ func (s *Snapshot) AccountInfos(state func(name string) string) []AccountInfo {
 			Name: a.Name, Plan: a.Plan, Models: s.Table.EffectiveModels(a.Account),
 			OpusCapable: s.Table.OpusCapable(a.Account), Credential: a.kind,
 			Fingerprint: a.fingerprint, TokenState: st, Disabled: a.Disabled,
-			Weight: a.Weight, Priority: a.Priority,
+			Weight: a.Weight, Priority: a.Priority, CredScope: a.candidate.CredScope,
 		})
 	}
 	return out

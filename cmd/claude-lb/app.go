@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -40,13 +41,15 @@ type app struct {
 	closers   []func()
 	tokens    *oauth.Manager
 
+	env       func(string) (string, bool)
+	ctx       context.Context // the process's lifetime
 	reloadReq chan chan error // admin reload requests, answered by the reload loop
 	mu        sync.Mutex      // guards cfg
 	cfg       *config.Config
 }
 
 func newApp(ctx context.Context, cfg *config.Config, path string, log *slog.Logger, env func(string) (string, bool)) (*app, error) {
-	a := &app{path: path, log: log, cfg: cfg, reloadReq: make(chan chan error)}
+	a := &app{path: path, log: log, cfg: cfg, env: env, ctx: ctx, reloadReq: make(chan chan error)}
 	a.replica = cfg.Replica
 	if a.replica == "" {
 		a.replica = hostname()
@@ -164,6 +167,8 @@ func (a *app) requestReload(ctx context.Context) error {
 	case a.reloadReq <- reply:
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-a.ctx.Done():
+		return errors.New("shutting down")
 	}
 	select {
 	case err := <-reply:
@@ -179,7 +184,7 @@ func (a *app) reloads(ctx context.Context, hup <-chan os.Signal, watch bool) {
 	changed := make(chan struct{}, 1)
 	if watch {
 		go func() {
-			err := config.Watch(ctx, a.path, config.WatchOptions{Logger: a.log, LoadedHash: a.current().Hash}, func() {
+			err := config.Watch(ctx, a.path, config.WatchOptions{Logger: a.log, LoadedHash: a.current().Hash, Debounce: 25 * time.Millisecond}, func() {
 				select {
 				case changed <- struct{}{}:
 				default:
@@ -208,7 +213,7 @@ func (a *app) reloads(ctx context.Context, hup <-chan os.Signal, watch bool) {
 // old one serving.
 func (a *app) reload(why string) error {
 	start := time.Now()
-	cfg, err := config.Load(a.path)
+	cfg, err := config.LoadWith(a.path, config.Options{CheckEnv: true, Env: a.env})
 	if err == nil {
 		err = a.gw.Swap(cfg)
 	}
@@ -224,6 +229,9 @@ func (a *app) reload(why string) error {
 	a.metrics.Reload(true, time.Now())
 	a.tokens.SetAccounts(context.Background(), fileAccounts(cfg))
 	added, removed := diffAccounts(old, cfg)
+	for _, k := range restartOnly(old, cfg) {
+		a.log.Warn("config change takes effect only after a restart", "key", k)
+	}
 	a.log.Info("config reloaded", "trigger", why, "hash", cfg.Hash[:12], "accounts", len(cfg.Accounts),
 		"added", added, "removed", removed, "took", time.Since(start))
 	for _, name := range removed {
@@ -233,6 +241,30 @@ func (a *app) reload(why string) error {
 		a.log.Warn("config warning", "warning", w)
 	}
 	return nil
+}
+
+// restartOnly names the changed settings that a running process does not apply.
+func restartOnly(old, cur *config.Config) []string {
+	var out []string
+	if old.Listen != cur.Listen {
+		out = append(out, "listen")
+	}
+	if fmt.Sprintf("%+v", old.Store.Redis) != fmt.Sprintf("%+v", cur.Store.Redis) || old.Store.EncryptionKey != cur.Store.EncryptionKey {
+		out = append(out, "store")
+	}
+	if old.History.Size != cur.History.Size {
+		out = append(out, "history.size")
+	}
+	if old.Watch != cur.Watch {
+		out = append(out, "watch")
+	}
+	if old.Log != cur.Log {
+		out = append(out, "log")
+	}
+	if old.Replica != cur.Replica {
+		out = append(out, "replica")
+	}
+	return out
 }
 
 func diffAccounts(old, cur *config.Config) (added, removed []string) {

@@ -51,7 +51,7 @@ func runServe(args []string, stdout, stderr io.Writer, env func(string) (string,
 		return 2
 	}
 	path := configPath(*cfgFlag, env)
-	cfg, code := loadForServe(path, stderr)
+	cfg, code := loadForServe(path, env, stderr)
 	if cfg == nil {
 		return code
 	}
@@ -102,7 +102,9 @@ func runServe(args []string, stdout, stderr io.Writer, env func(string) (string,
 		return 1
 	case <-ctx.Done():
 	}
-	log.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
+	// From here a second SIGTERM or Ctrl-C ends the process at once.
+	stop()
+	log.Info("shutting down: draining in-flight requests", "timeout", app.current().ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), app.current().ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -114,8 +116,8 @@ func runServe(args []string, stdout, stderr io.Writer, env func(string) (string,
 }
 
 // loadForServe loads the config, printing problems the way validate does.
-func loadForServe(path string, stderr io.Writer) (*config.Config, int) {
-	cfg, err := config.Load(path)
+func loadForServe(path string, env func(string) (string, bool), stderr io.Writer) (*config.Config, int) {
+	cfg, err := config.LoadWith(path, config.Options{CheckEnv: true, Env: env})
 	if err == nil {
 		return cfg, 0
 	}
