@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"unicode/utf8"
 )
 
 // Fields are the few parts of a request body routing needs.
@@ -177,13 +178,14 @@ func skipValue(b []byte, i int) int {
 	}
 }
 
-// stringValue decodes a JSON string literal; escapes are rare and take the slow path.
+// stringValue decodes a JSON string literal; escapes and invalid UTF-8 (which encoding/json,
+// and so the upstream, reads as U+FFFD) are rare and take the slow path.
 func stringValue(v []byte) (string, bool) {
 	if len(v) < 2 || v[0] != '"' {
 		return "", false
 	}
 	inner := v[1 : len(v)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
 		return string(inner), true
 	}
 	var s string
