@@ -2,6 +2,8 @@ package routing
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -130,4 +132,20 @@ type AccountStats struct {
 	CacheCreationTokens int64     `json:"cache_creation_tokens"`
 	LastUsed            time.Time `json:"last_used,omitzero"`
 	Marks               []Mark    `json:"marks,omitempty"`
+}
+
+// SortMarks orders marks by scope, hard before soft: the order every store reports them in.
+func SortMarks(marks []Mark) {
+	slices.SortFunc(marks, func(a, b Mark) int {
+		if c := strings.Compare(a.Scope, b.Scope); c != 0 {
+			return c
+		}
+		switch {
+		case a.Soft == b.Soft:
+			return 0
+		case b.Soft:
+			return -1
+		}
+		return 1
+	})
 }

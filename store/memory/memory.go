@@ -6,7 +6,6 @@ package memory
 import (
 	"context"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -289,7 +288,7 @@ func (s *Store) Stats(context.Context) (routing.Stats, error) {
 		if !a.counted && len(marks) == 0 {
 			continue
 		}
-		sortMarks(marks)
+		routing.SortMarks(marks)
 		as := a.AccountStats
 		as.Marks = marks
 		if a.lastUsedMs != 0 {
@@ -301,22 +300,6 @@ func (s *Store) Stats(context.Context) (routing.Stats, error) {
 		out.Models[m] = n
 	}
 	return out, nil
-}
-
-// sortMarks orders marks by scope, hard before soft: the order both stores report them in.
-func sortMarks(marks []routing.Mark) {
-	slices.SortFunc(marks, func(a, b routing.Mark) int {
-		if c := strings.Compare(a.Scope, b.Scope); c != 0 {
-			return c
-		}
-		switch {
-		case a.Soft == b.Soft:
-			return 0
-		case b.Soft:
-			return -1
-		}
-		return 1
-	})
 }
 
 // History implements routing.AdminStore: newest first, filtered, then Offset and Limit.

@@ -285,7 +285,7 @@ func (s *Store) Stats(ctx context.Context) (routing.Stats, error) {
 		if len(c) == 0 && len(as.Marks) == 0 {
 			continue
 		}
-		sortMarks(as.Marks)
+		routing.SortMarks(as.Marks)
 		out.Accounts[name] = as
 	}
 	for m, v := range models.Val() {
@@ -313,22 +313,6 @@ func parseMark(account, field, v string) (routing.Mark, bool) {
 		return routing.Mark{}, false
 	}
 	return routing.Mark{Account: account, Scope: scope, Until: time.UnixMilli(ms), Reason: reason, Soft: kind == "s"}, true
-}
-
-// sortMarks orders marks by scope, hard before soft, as the memory store does.
-func sortMarks(marks []routing.Mark) {
-	slices.SortFunc(marks, func(a, b routing.Mark) int {
-		if c := strings.Compare(a.Scope, b.Scope); c != 0 {
-			return c
-		}
-		switch {
-		case a.Soft == b.Soft:
-			return 0
-		case b.Soft:
-			return -1
-		}
-		return 1
-	})
 }
 
 // History implements routing.AdminStore: newest first, filtered, then Offset and Limit.
