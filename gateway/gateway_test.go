@@ -192,7 +192,7 @@ func TestHeaderRules(t *testing.T) {
 	code, hdr, body := e.post("/v1/messages?beta=true", msgBody("claude-opus-5-5"),
 		"anthropic-beta", "prompt-caching-2024-07-31", "Authorization", "Bearer "+clientKey,
 		"Connection", "keep-alive, X-Hop", "X-Hop", "drop me", "Proxy-Authorization", "x",
-		"User-Agent", "claude-cli/2.1.0", "X-Stainless-Lang", "go")
+		"User-Agent", "claude-cli/2.1.0", "X-Stainless-Lang", "go", "Expect", "100-continue")
 	if code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
@@ -207,7 +207,7 @@ func TestHeaderRules(t *testing.T) {
 	if b := r.Header.Values("Anthropic-Beta"); len(b) != 1 || b[0] != "prompt-caching-2024-07-31,"+oauthBeta {
 		t.Fatalf("anthropic-beta = %q", b)
 	}
-	if r.Header.Get("X-Hop") != "" || r.Header.Get("Proxy-Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
+	if r.Header.Get("X-Hop") != "" || r.Header.Get("Proxy-Authorization") != "" || r.Header.Get("X-Api-Key") != "" || r.Header.Get("Expect") != "" {
 		t.Fatalf("hop-by-hop or client credential forwarded: %v", r.Header)
 	}
 	if hdr.Get("X-Claude-Lb-Account") != accountOf(r.Credential) || hdr.Get("X-Claude-Lb-Attempts") != "1" ||

@@ -223,6 +223,9 @@ func outboundHeader(in http.Header) http.Header {
 	delete(h, "Authorization")
 	delete(h, "Accept-Encoding")
 	delete(h, "X-Claude-Lb-Session")
+	// The body is already read; an Expect: 100-continue (curl sends one for bodies over 1 MB)
+	// would only make the transport wait for the upstream's go-ahead.
+	delete(h, "Expect")
 	return h
 }
 
