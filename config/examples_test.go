@@ -52,7 +52,9 @@ func exampleOptions(checkEnv bool) Options {
 
 func TestExamplesLoad(t *testing.T) {
 	files, err := filepath.Glob("../examples/*.yaml")
-	if err != nil || len(files) < 6 {
+	sub, _ := filepath.Glob("../examples/*/*.yaml")
+	files = append(files, sub...)
+	if err != nil || len(files) < 7 {
 		t.Fatalf("want at least 6 examples, found %v (%v)", files, err)
 	}
 	files = append(files, "../claude-lb.yaml")
