@@ -27,7 +27,7 @@ export REDIS_URL="redis://127.0.0.1:$redis_port/0"
 
 (cd "$root" && go build -o "$work/claude-lb" ./cmd/claude-lb)
 for i in 1 2 3; do
-	PORT=808$i "$work/claude-lb" serve -c "$here/claude-lb.yaml" >"$work/replica$i.log" 2>&1 &
+	CLAUDE_LB_REPLICA=replica$i PORT=808$i "$work/claude-lb" serve -c "$here/claude-lb.yaml" >"$work/replica$i.log" 2>&1 &
 	pids+=($!)
 done
 

@@ -97,17 +97,24 @@ func New(primary, local Backend, opts Options) *Store {
 func (s *Store) Degraded() bool { return s.degraded.Load() }
 
 // Run probes the primary every ProbeEvery while degraded and switches back to it once it
-// answers. It returns when ctx is done.
+// answers. While healthy it also pings the primary every healthyProbes ticks, so an idle
+// replica's /readyz and metrics notice a dead Redis before a request does. It returns when
+// ctx is done.
 func (s *Store) Run(ctx context.Context) error {
 	t := time.NewTicker(s.probeEvery)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
 		if !s.degraded.Load() {
+			if tick%healthyProbes == 0 {
+				if err := s.probe(ctx); err != nil {
+					s.failed(ctx, "probe", err)
+				}
+			}
 			continue
 		}
 		if err := s.probe(ctx); err == nil {
@@ -115,6 +122,9 @@ func (s *Store) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// healthyProbes is how many ProbeEvery ticks pass between pings of a healthy primary.
+const healthyProbes = 5
 
 func (s *Store) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)

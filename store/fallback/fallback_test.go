@@ -325,3 +325,40 @@ func TestRedisOutage(t *testing.T) {
 		t.Error("degraded again after recovery")
 	}
 }
+
+// TestIdleOutageNoticed: with no traffic at all, Run notices a dead primary (so /readyz and the
+// metric tell the truth on an idle replica) and its return.
+func TestIdleOutageNoticed(t *testing.T) {
+	rs := testredis.Start(t)
+	client := rs.Client()
+	var changes []bool
+	var mu sync.Mutex
+	s := New(redisstore.New(client, redisstore.Options{Timeout: 200 * time.Millisecond}), memory.New(memory.Options{}), Options{
+		ProbeEvery: 20 * time.Millisecond, Timeout: 200 * time.Millisecond,
+		OnChange: func(d bool) { mu.Lock(); changes = append(changes, d); mu.Unlock() },
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	rs.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.Degraded() {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle store did not notice the primary went away")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rs.Restart()
+	for s.Degraded() {
+		if time.Now().After(deadline) {
+			t.Fatal("did not switch back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(changes) != 2 || !changes[0] || changes[1] {
+		t.Fatalf("OnChange calls %v, want [true false]", changes)
+	}
+}
