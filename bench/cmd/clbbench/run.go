@@ -52,6 +52,9 @@ type settings struct {
 	latFor  time.Duration
 	streams int
 	hold    []int
+	maxHold int // the most streams one proxy can hold under the open-file limit
+	noFile  uint64
+	gwEnv   []string
 	full    int // concurrent complete streams checked once per target
 	gap     time.Duration
 	phases  map[string]bool // nil: all
@@ -111,6 +114,7 @@ func cmdRun(args []string) error {
 	keep := fs.Bool("keep", false, "keep the temporary folder (configs and logs)")
 	only := fs.String("phases", "", "run only these phases (comma-separated: hold, full, cpu, lat, sse); default all")
 	skip := fs.String("skip", "", "targets to leave out (comma-separated: floor, nginx, mem, redis)")
+	gwEnv := fs.String("gateway-env", "", "extra environment for the claude-lb processes (comma-separated KEY=VALUE, e.g. GOMAXPROCS=1)")
 	_ = fs.Parse(args)
 
 	st := settings{rounds: *rounds, plain: 20000, conns: 64, rate: 200, latFor: 5 * time.Second, streams: 500, full: 2000, gap: 10 * time.Millisecond}
@@ -120,13 +124,17 @@ func cmdRun(args []string) error {
 		}
 	}
 	st.phases, st.skip = listSet(*only), listSet(*skip)
+	if *gwEnv != "" {
+		st.gwEnv = strings.Split(*gwEnv, ",")
+	}
 	if *quick {
 		st.rounds, st.plain, st.latFor, st.hold, st.full = 1, 5000, 2*time.Second, []int{2000}, 0
 	}
 	limit := raiseNoFile(1 << 20)
 	// Each open stream holds a client and an upstream descriptor in a proxy.
-	maxHold := int(limit)/2 - 1000
-	st.hold = slices.DeleteFunc(st.hold, func(n int) bool { return n > maxHold })
+	// A proxy holds two descriptors per open stream (client and upstream); leave room for the
+	// rest. Larger counts are measured at this many and extrapolated.
+	st.maxHold, st.noFile = (int(limit)/2-200)/500*500, limit
 
 	dir, err := os.MkdirTemp("", "clbbench")
 	if err != nil {
@@ -207,7 +215,7 @@ func (b *bench) start(gwMode, nginxBin, redisBin string) error {
 
 	maxHold := 0
 	for _, n := range b.set.hold {
-		maxHold = max(maxHold, n)
+		maxHold = max(maxHold, min(n, b.set.maxHold))
 	}
 	if b.set.skip[tNginx] {
 		nginxBin = ""
@@ -298,11 +306,15 @@ func (b *bench) startGateway(name, bin, upstream, redisURL string) (*proc, error
 	if err := os.WriteFile(cfg, []byte(gatewayConfig(addr, upstream, redisURL)), 0o600); err != nil {
 		return nil, err
 	}
+	env := append(gatewayEnv(), b.set.gwEnv...)
+	if len(b.set.gwEnv) > 0 {
+		b.notes = append(b.notes, name+" ran with "+strings.Join(b.set.gwEnv, " "))
+	}
 	if bin == "" {
-		return startSelf(b.dir, name, gatewayEnv(), "gateway", "-c", cfg)
+		return startSelf(b.dir, name, env, "gateway", "-c", cfg)
 	}
 	cmd := exec.Command(bin, "serve", "-c", cfg, "--watch=false")
-	cmd.Env = append(os.Environ(), gatewayEnv()...)
+	cmd.Env = append(os.Environ(), env...)
 	return startAt(b.dir, name, addr, "/healthz", cmd)
 }
 
@@ -347,6 +359,9 @@ func (b *bench) measure() error {
 	for _, n := range b.set.hold {
 		if !b.set.on("hold") {
 			break
+		}
+		if n > b.set.maxHold {
+			b.notes = append(b.notes, fmt.Sprintf("the open-file limit (%d) lets one process hold about %d streams: the %d-stream figures are measured at %d and extrapolated linearly", b.set.noFile, b.set.maxHold, n, b.set.maxHold))
 		}
 		for _, t := range b.targets {
 			if t.p == nil {
@@ -496,10 +511,12 @@ func (b *bench) streamPhase(t *target) error {
 	return nil
 }
 
-// holdPhase opens n streams that stay open, reads the target's RSS, then closes them.
+// holdPhase opens n streams that stay open, reads the target's RSS, then closes them. When the
+// open-file limit cannot hold n, it opens as many as it can and extrapolates linearly.
 func (b *bench) holdPhase(t *target, n int) error {
+	m := min(n, b.set.maxHold)
 	before := t.p.rss()
-	conns, err := holdStreams(t.addr, t.reqHold, n)
+	conns, err := holdStreams(t.addr, t.reqHold, m)
 	if err != nil {
 		return err
 	}
@@ -508,8 +525,9 @@ func (b *bench) holdPhase(t *target, n int) error {
 	for _, c := range conns {
 		c.close()
 	}
-	b.stats.add(fmt.Sprintf("rss_hold_%d", n), t.key, mb(with))
-	b.stats.add(fmt.Sprintf("kb_stream_%d", n), t.key, float64(with-before)/1024/float64(n))
+	per := float64(with-before) / float64(m)
+	b.stats.add(fmt.Sprintf("rss_hold_%d", n), t.key, mb(with+int64(per*float64(n-m))))
+	b.stats.add(fmt.Sprintf("kb_stream_%d", n), t.key, per/1024)
 	// Give every proxy time to tear the streams down before the next one is measured.
 	time.Sleep(time.Duration(n/2000+1) * time.Second)
 	return nil
@@ -543,7 +561,8 @@ func cmdProfile(args []string) error {
 	fs := flag.NewFlagSet("profile", flag.ExitOnError)
 	out := fs.String("o", "bench-profiles", "folder for cpu.pprof and allocs.pprof")
 	secs := fs.Int("seconds", 10, "profile duration")
-	size := fs.String("body", "1k", "request body: 1k, 100k, 2m or stream")
+	size := fs.String("body", "1k", "load: 1k, 100k or 2m plain requests, stream (scripted streams), or hold (open -streams streams, then a heap profile)")
+	streams := fs.Int("streams", 2000, "open streams for -body hold")
 	redis := fs.Bool("redis", false, "use the Redis store (needs redis-server)")
 	_ = fs.Parse(args)
 	raiseNoFile(1 << 20)
@@ -581,6 +600,30 @@ func cmdProfile(args []string) error {
 	t := &target{key: tMem, p: gw, addr: gw.addr}
 	b.targets = append(b.targets, t)
 	t.build()
+	if *size == "hold" {
+		rss0 := gw.rss()
+		conns, err := holdStreams(t.addr, t.reqHold, *streams)
+		if err != nil {
+			return err
+		}
+		time.Sleep(time.Second)
+		rss1 := gw.rss()
+		for _, p := range []struct{ name, path string }{
+			{"heap.pprof", "/debug/pprof/heap"},
+			{"heap.txt", "/debug/pprof/heap?debug=1"},
+			{"goroutine.txt", "/debug/pprof/goroutine?debug=1"},
+		} {
+			if err := fetch("http://"+pprofAddr+p.path, filepath.Join(*out, p.name)); err != nil {
+				return err
+			}
+		}
+		for _, c := range conns {
+			c.close()
+		}
+		fmt.Printf("RSS %.1f MB idle, %.1f MB with %d open streams: %.1f KB per stream\n", mb(rss0), mb(rss1), *streams, float64(rss1-rss0)/1024/float64(*streams))
+		fmt.Printf("wrote %s/heap.pprof, heap.txt (MemStats at its end: StackInuse, HeapInuse) and goroutine.txt\n", *out)
+		return nil
+	}
 	req, conns := t.req1k, 64
 	switch *size {
 	case "100k":
