@@ -72,12 +72,12 @@ func (b *bench) rows() []row {
 	}
 	rs = append(rs, row{metric: "rss_idle", label: "idle RSS (MB)", prec: 1, goal: "< 30", check: le(tMem, 30)})
 	for _, n := range b.set.hold {
-		r := row{metric: fmt.Sprintf("rss_hold_%d", n), label: fmt.Sprintf("RSS with %d open streams (MB)", n), prec: 0}
+		r := row{metric: fmt.Sprintf("rss_hold_%d", n), label: fmt.Sprintf("RSS with %d open streams, %s requests (MB)", n, sizeLabel(holdBody)), prec: 0}
 		if n == 10000 {
 			r.goal, r.check = "< 600", le(tMem, 600)
 		}
 		rs = append(rs, r)
-		k := row{metric: fmt.Sprintf("kb_stream_%d", n), label: fmt.Sprintf("memory per open stream at %d (KB)", n), prec: 1}
+		k := row{metric: fmt.Sprintf("kb_stream_%d", n), label: fmt.Sprintf("memory per open stream at %d, %s requests (KB)", n, sizeLabel(holdBody)), prec: 1}
 		if n == 2000 {
 			k.goal, k.check = "≤ 60", le(tMem, 60)
 		}
@@ -138,6 +138,10 @@ func (b *bench) table(took time.Duration) string {
 	var sb strings.Builder
 	cols := []string{tDirect, tFloor, tNginx, tMem, tRedis}
 	head := map[string]string{tDirect: "direct", tFloor: "Go floor", tNginx: "nginx", tMem: "claude-lb memory", tRedis: "claude-lb Redis"}
+	for _, x := range b.set.extras {
+		cols = append(cols, "x:"+x.label)
+		head["x:"+x.label] = "claude-lb " + x.label
+	}
 	present := map[string]bool{}
 	for _, t := range b.targets {
 		present[t.key] = true
@@ -148,11 +152,19 @@ func (b *bench) table(took time.Duration) string {
 	for _, c := range cols {
 		sb.WriteString(" " + head[c] + " |")
 	}
-	sb.WriteString(" memory ÷ floor | memory ÷ nginx | goal | met |\n|---|")
-	for range cols {
+	// Ratios: memory against the floor and nginx, and each extra binary against memory.
+	type ratio struct{ num, den string }
+	ratios := []ratio{{tMem, tFloor}, {tMem, tNginx}}
+	sb.WriteString(" memory ÷ floor | memory ÷ nginx |")
+	for _, x := range b.set.extras {
+		ratios = append(ratios, ratio{"x:" + x.label, tMem})
+		sb.WriteString(" " + x.label + " ÷ memory |")
+	}
+	sb.WriteString(" goal | met |\n|---|")
+	for range len(cols) + len(ratios) {
 		sb.WriteString("---:|")
 	}
-	sb.WriteString("---:|---:|---|---|\n")
+	sb.WriteString("---|---|\n")
 	for _, r := range b.rows() {
 		sb.WriteString("| " + r.label + " |")
 		for _, c := range cols {
@@ -168,9 +180,9 @@ func (b *bench) table(took time.Duration) string {
 				sb.WriteString(" " + format(x, r.prec) + " |")
 			}
 		}
-		for _, ref := range []string{tFloor, tNginx} {
-			x, ok1 := b.value(r, tMem)
-			y, ok2 := b.value(r, ref)
+		for _, q := range ratios {
+			x, ok1 := b.value(r, q.num)
+			y, ok2 := b.value(r, q.den)
 			if !ok1 || !ok2 || r.sum || y <= 0 || x < 0 {
 				sb.WriteString(" — |")
 				continue
@@ -197,4 +209,11 @@ func (b *bench) table(took time.Duration) string {
 	}
 	sb.WriteString("\n")
 	return sb.String()
+}
+
+func sizeLabel(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%d MB", n>>20)
+	}
+	return fmt.Sprintf("%d KB", n>>10)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,29 +37,36 @@ type target struct {
 	req1k, req100k, req2m, reqStream, reqHold []byte
 }
 
+// holdBody is the size of the open streams' requests (-hold-body).
+var holdBody = streamBody
+
 func (t *target) build() {
-	t.req1k = request(t.addr, claudeCodeBody(1<<10, false, "s1k"))
-	t.req100k = request(t.addr, claudeCodeBody(100<<10, false, "s100k"))
-	t.req2m = request(t.addr, claudeCodeBody(2<<20, false, "s2m"))
-	t.reqStream = request(t.addr, claudeCodeBody(streamBody, true, "sse"), benchHeader, modeStream)
-	t.reqHold = request(t.addr, claudeCodeBody(1<<10, true, "hold"), benchHeader, modeHold)
+	// Claude Code names the conversation in a header as well as in metadata.user_id.
+	sess := func(id string) []string { return []string{"X-Claude-Code-Session-Id", "0d6f1c2e-" + id} }
+	t.req1k = request(t.addr, claudeCodeBody(1<<10, false, "s1k"), sess("s1k")...)
+	t.req100k = request(t.addr, claudeCodeBody(100<<10, false, "s100k"), sess("s100k")...)
+	t.req2m = request(t.addr, claudeCodeBody(2<<20, false, "s2m"), sess("s2m")...)
+	t.reqStream = request(t.addr, claudeCodeBody(streamBody, true, "sse"), append(sess("sse"), benchHeader, modeStream)...)
+	t.reqHold = request(t.addr, claudeCodeBody(holdBody, true, "hold"), append(sess("hold"), benchHeader, modeHold)...)
 }
 
 type settings struct {
-	rounds  int
-	plain   int // requests per 1 KB CPU phase
-	conns   int
-	rate    int
-	latFor  time.Duration
-	streams int
-	hold    []int
-	maxHold int // the most streams one proxy can hold under the open-file limit
-	noFile  uint64
-	gwEnv   []string
-	full    int // concurrent complete streams checked once per target
-	gap     time.Duration
-	phases  map[string]bool // nil: all
-	skip    map[string]bool
+	rounds   int
+	plain    int // requests per 1 KB CPU phase
+	conns    int
+	rate     int
+	latFor   time.Duration
+	streams  int
+	hold     []int
+	maxHold  int // the most streams one proxy can hold under the open-file limit
+	noFile   uint64
+	gwEnv    []string
+	extras   extraFlag
+	holdLast bool
+	full     int // concurrent complete streams checked once per target
+	gap      time.Duration
+	phases   map[string]bool // nil: all
+	skip     map[string]bool
 }
 
 func (s settings) on(phase string) bool { return s.phases == nil || s.phases[phase] }
@@ -111,24 +119,31 @@ func cmdRun(args []string) error {
 	redisBin := fs.String("redis", "", "redis-server binary (default: from PATH; \"off\" to skip)")
 	holdList := fs.String("hold", "2000,10000", "open-stream counts for the memory phase")
 	md := fs.String("md", "", "also write the table (markdown) to this file")
+	jsonOut := fs.String("json", "", "also write every per-round sample (JSON) to this file")
+	plain := fs.Int("requests", 20000, "requests per round in the 1 KB CPU phase (100 KB: 1/8, 2 MB: 1/64)")
+	hb := fs.Int("hold-body", streamBody, "request body size of the open streams (bytes); Claude Code sends about 90 KB")
+	holdLast := fs.Bool("hold-last", false, "measure open streams after the load phases (memory reused, as in a long-running process) instead of first")
 	keep := fs.Bool("keep", false, "keep the temporary folder (configs and logs)")
-	only := fs.String("phases", "", "run only these phases (comma-separated: hold, full, cpu, lat, sse); default all")
+	only := fs.String("phases", "", "run only these phases (comma-separated: hold, full, cpu (= cpu1k, cpubig), lat, sse); default all")
 	skip := fs.String("skip", "", "targets to leave out (comma-separated: floor, nginx, mem, redis)")
+	var extras extraFlag
+	fs.Var(&extras, "extra", "another claude-lb binary to measure with the memory store, as LABEL=PATH (repeatable): A/B comparisons of a change in one interleaved run")
 	gwEnv := fs.String("gateway-env", "", "extra environment for the claude-lb processes (comma-separated KEY=VALUE, e.g. GOMAXPROCS=1)")
 	_ = fs.Parse(args)
 
-	st := settings{rounds: *rounds, plain: 20000, conns: 64, rate: 200, latFor: 5 * time.Second, streams: 500, full: 2000, gap: 10 * time.Millisecond}
+	st := settings{rounds: *rounds, plain: *plain, conns: 64, rate: 200, latFor: 5 * time.Second, streams: 500, full: 2000, gap: 10 * time.Millisecond}
 	for _, f := range strings.Split(*holdList, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
 			st.hold = append(st.hold, n)
 		}
 	}
 	st.phases, st.skip = listSet(*only), listSet(*skip)
+	st.extras, st.holdLast, holdBody = extras, *holdLast, *hb
 	if *gwEnv != "" {
 		st.gwEnv = strings.Split(*gwEnv, ",")
 	}
 	if *quick {
-		st.rounds, st.plain, st.latFor, st.hold, st.full = 1, 5000, 2*time.Second, []int{2000}, 0
+		st.rounds, st.plain, st.latFor, st.hold, st.full = 1, min(st.plain, 5000), 2*time.Second, []int{2000}, 0
 	}
 	limit := raiseNoFile(1 << 20)
 	// Each open stream holds a client and an upstream descriptor in a proxy.
@@ -160,6 +175,15 @@ func cmdRun(args []string) error {
 	fmt.Println(table)
 	if *md != "" {
 		if err := os.WriteFile(*md, []byte(table), 0o644); err != nil {
+			return err
+		}
+	}
+	if *jsonOut != "" {
+		j, err := json.MarshalIndent(b.stats, "", " ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*jsonOut, j, 0o644); err != nil {
 			return err
 		}
 	}
@@ -250,6 +274,13 @@ func (b *bench) start(gwMode, nginxBin, redisBin string) error {
 			return err
 		}
 		b.targets = append(b.targets, &target{key: tMem, label: "claude-lb, memory store", p: mem, addr: mem.addr})
+	}
+	for _, x := range b.set.extras {
+		p, err := b.startGateway("claude-lb-"+x.label, x.bin, upURL, "")
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, &target{key: "x:" + x.label, label: "claude-lb " + x.label + ", memory store", p: p, addr: p.addr})
 	}
 
 	if b.set.skip[tRedis] {
@@ -356,22 +387,8 @@ func (b *bench) measure() error {
 		}
 	}
 
-	for _, n := range b.set.hold {
-		if !b.set.on("hold") {
-			break
-		}
-		if n > b.set.maxHold {
-			b.notes = append(b.notes, fmt.Sprintf("the open-file limit (%d) lets one process hold about %d streams: the %d-stream figures are measured at %d and extrapolated linearly", b.set.noFile, b.set.maxHold, n, b.set.maxHold))
-		}
-		for _, t := range b.targets {
-			if t.p == nil {
-				continue
-			}
-			b.logf("%d open streams through %s", n, t.label)
-			if err := b.holdPhase(t, n); err != nil {
-				b.notes = append(b.notes, fmt.Sprintf("%d open streams through %s: %v", n, t.label, err))
-			}
-		}
+	if !b.set.holdLast {
+		b.holdPhases()
 	}
 
 	b.logf("warm-up")
@@ -404,15 +421,15 @@ func (b *bench) measure() error {
 		key, name string
 		run       func(t *target) error
 	}{
-		{"cpu", "CPU, 1 KB bodies", func(t *target) error { return b.plainPhase(t, "1k", t.req1k, b.set.plain) }},
-		{"cpu", "CPU, 100 KB bodies", func(t *target) error { return b.plainPhase(t, "100k", t.req100k, b.set.plain/8) }},
-		{"cpu", "CPU, 2 MB bodies", func(t *target) error { return b.plainPhase(t, "2m", t.req2m, max(64, b.set.plain/64)) }},
+		{"cpu1k", "CPU, 1 KB bodies", func(t *target) error { return b.plainPhase(t, "1k", t.req1k, b.set.plain) }},
+		{"cpubig", "CPU, 100 KB bodies", func(t *target) error { return b.plainPhase(t, "100k", t.req100k, b.set.plain/8) }},
+		{"cpubig", "CPU, 2 MB bodies", func(t *target) error { return b.plainPhase(t, "2m", t.req2m, max(64, b.set.plain/64)) }},
 		{"lat", "latency at a fixed rate", b.latencyPhase},
 		{"sse", "concurrent streams", b.streamPhase},
 	}
 	for round := range b.set.rounds {
 		for _, ph := range phases {
-			if !b.set.on(ph.key) {
+			if !b.set.on(ph.key) && !(strings.HasPrefix(ph.key, "cpu") && b.set.on("cpu")) {
 				continue
 			}
 			b.logf("round %d/%d: %s", round+1, b.set.rounds, ph.name)
@@ -425,7 +442,31 @@ func (b *bench) measure() error {
 			}
 		}
 	}
+	if b.set.holdLast {
+		b.holdPhases()
+	}
 	return nil
+}
+
+// holdPhases measures the memory of open streams on every proxy.
+func (b *bench) holdPhases() {
+	for _, n := range b.set.hold {
+		if !b.set.on("hold") {
+			return
+		}
+		if n > b.set.maxHold {
+			b.notes = append(b.notes, fmt.Sprintf("the open-file limit (%d) lets one process hold about %d streams: the %d-stream figures are measured at %d and extrapolated linearly", b.set.noFile, b.set.maxHold, n, b.set.maxHold))
+		}
+		for _, t := range b.targets {
+			if t.p == nil {
+				continue
+			}
+			b.logf("%d open streams through %s", n, t.label)
+			if err := b.holdPhase(t, n); err != nil {
+				b.notes = append(b.notes, fmt.Sprintf("%d open streams through %s: %v", n, t.label, err))
+			}
+		}
+	}
 }
 
 func mb(n int64) float64 { return float64(n) / (1 << 20) }
@@ -564,6 +605,7 @@ func cmdProfile(args []string) error {
 	size := fs.String("body", "1k", "load: 1k, 100k or 2m plain requests, stream (scripted streams), or hold (open -streams streams, then a heap profile)")
 	streams := fs.Int("streams", 2000, "open streams for -body hold")
 	redis := fs.Bool("redis", false, "use the Redis store (needs redis-server)")
+	floor := fs.Bool("floor", false, "profile the Go floor instead of claude-lb")
 	_ = fs.Parse(args)
 	raiseNoFile(1 << 20)
 	if err := os.MkdirAll(*out, 0o755); err != nil {
@@ -593,7 +635,12 @@ func cmdProfile(args []string) error {
 	if err := os.WriteFile(cfg, []byte(gatewayConfig(addr, "http://"+b.up.addr, redisURL)), 0o600); err != nil {
 		return err
 	}
-	gw, err := startSelf(dir, "gateway", gatewayEnv(), "gateway", "-c", cfg, "-pprof", pprofAddr)
+	var gw *proc
+	if *floor {
+		gw, err = startSelf(dir, "floor", nil, "floor", "-upstream", "http://"+b.up.addr, "-pprof", pprofAddr)
+	} else {
+		gw, err = startSelf(dir, "gateway", gatewayEnv(), "gateway", "-c", cfg, "-pprof", pprofAddr)
+	}
 	if err != nil {
 		return err
 	}
@@ -677,4 +724,18 @@ func fetch(url, path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// extraFlag collects -extra LABEL=PATH.
+type extraFlag []struct{ label, bin string }
+
+func (e *extraFlag) String() string { return "" }
+
+func (e *extraFlag) Set(v string) error {
+	label, bin, ok := strings.Cut(v, "=")
+	if !ok || label == "" || bin == "" {
+		return fmt.Errorf("want LABEL=PATH, got %q", v)
+	}
+	*e = append(*e, struct{ label, bin string }{label, bin})
+	return nil
 }

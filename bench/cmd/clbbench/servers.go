@@ -118,7 +118,11 @@ func cmdFloor(args []string) error {
 	fs := flag.NewFlagSet("floor", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
 	upstream := fs.String("upstream", "", "upstream base URL")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address")
 	_ = fs.Parse(args)
+	if err := servePprof(*pprofAddr); err != nil {
+		return err
+	}
 	u, err := url.Parse(*upstream)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("floor: -upstream %q is not a URL", *upstream)
@@ -220,12 +224,8 @@ func cmdGateway(args []string) error {
 		return err
 	}
 	metrics.SetStatsSource(st.Stats)
-	if *pprofAddr != "" {
-		pl, err := net.Listen("tcp", *pprofAddr)
-		if err != nil {
-			return err
-		}
-		go func() { _ = http.Serve(pl, http.DefaultServeMux) }()
+	if err := servePprof(*pprofAddr); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -249,5 +249,18 @@ func cmdGateway(args []string) error {
 	case <-ctx.Done():
 	}
 	_ = srv.Close()
+	return nil
+}
+
+// servePprof serves net/http/pprof on addr ("" serves nothing), on a listener of its own.
+func servePprof(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	pl, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	go func() { _ = http.Serve(pl, http.DefaultServeMux) }()
 	return nil
 }
