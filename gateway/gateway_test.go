@@ -398,3 +398,38 @@ func TestSecretsNeverLogged(t *testing.T) {
 }
 
 func routingQuery(n int) routing.HistoryQuery { return routing.HistoryQuery{Limit: n} }
+
+// TestWebPagesRefused: without client keys, a browser page on another site (Origin or
+// Sec-Fetch-Site) cannot spend the pool; local pages and non-browser clients can.
+func TestWebPagesRefused(t *testing.T) {
+	e := newEnv(t, nil)
+	tests := []struct {
+		hdr  []string
+		want int
+	}{
+		{[]string{"Origin", "https://evil.example"}, 403},
+		{[]string{"Origin", "http://attacker.test:8080", "Sec-Fetch-Site", "same-origin"}, 403}, // DNS rebinding
+		{[]string{"Sec-Fetch-Site", "cross-site"}, 403},
+		{[]string{"Origin", "null"}, 403},
+		{[]string{"Origin", "http://localhost:3000"}, 200},
+		{[]string{"Origin", "http://127.0.0.1:8080"}, 200},
+		{nil, 200},
+	}
+	for _, tt := range tests {
+		code, _, body := e.post("/v1/messages", msgBody("claude-sonnet-5-5"), tt.hdr...)
+		if code != tt.want {
+			t.Errorf("%v: %d %s", tt.hdr, code, body)
+		}
+	}
+	if e.fake.Count() != 3 {
+		t.Fatalf("upstream saw %d requests, want 3", e.fake.Count())
+	}
+	// With client keys, the key decides.
+	sum := sha256.Sum256([]byte(clientKey))
+	e = newEnv(t, func(c *config.Config) {
+		c.Clients = []config.Client{{Name: "web", KeySHA256: hex.EncodeToString(sum[:])}}
+	})
+	if code, _, _ := e.post("/v1/messages", msgBody("claude-sonnet-5-5"), "Origin", "https://app.example"); code != 200 {
+		t.Fatalf("keyed request from a page: %d", code)
+	}
+}

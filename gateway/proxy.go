@@ -9,10 +9,15 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -43,8 +48,11 @@ type attempt struct {
 	why      string
 	n        int // attempts made
 	tried    []string
-	upstream time.Duration // time spent waiting on the upstream
+	upstream time.Duration // time spent waiting on the upstream, attempts in flight excluded
 	sent     time.Time     // when the current attempt started
+	inFlight bool          // an attempt is waiting on the upstream (sent is its start)
+	wrote    atomic.Bool   // the current attempt's request was written out whole
+	backoff  bool          // the last outcome asks for a pause before the next attempt
 	blocked  *routing.Pick // set when no candidate was left for a pick
 	relay    *relay        // the stream being held back, for a 200 SSE answer
 	status   int
@@ -63,12 +71,20 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 		}
 		at.client = name
 	}
-	body, status, msg := readBody(r, int64(s.Config.MaxBody))
+	if !cleanPath(r.URL.Path) {
+		at.fail(http.StatusBadRequest, "the request path must be a clean path under /v1/ (no . or .. segments)")
+		return
+	}
+	if !s.sameOrigin(r) {
+		at.fail(http.StatusForbidden, "cross-site requests are refused: without clients configured, only local programs may use the gateway")
+		return
+	}
+	body, status, msg := readBody(w, r, int64(s.Config.MaxBody))
 	if status != 0 {
 		at.fail(status, msg)
 		return
 	}
-	if len(body) > 0 && isJSON(r) {
+	if looksJSON(r, body) {
 		f, err := routing.Extract(body)
 		if err != nil {
 			at.fail(http.StatusBadRequest, "the request body is not a valid JSON object")
@@ -93,6 +109,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), ctxKey{}, at))
 	defer cancel()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) { at.wrote.Store(i.Err == nil) },
+	})
 	// One deadline for the whole request until its answer starts; a stream then runs as long
 	// as the upstream sends.
 	deadline := time.AfterFunc(s.Config.Upstream.Timeout, cancel)
@@ -101,10 +120,10 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 		at.allBlocked()
 		return
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, r.Method, s.Config.Upstream.URL+r.URL.Path, body)
+	req, err := retryablehttp.NewRequestWithContext(ctx, r.Method, s.upstream+r.URL.EscapedPath(), body)
 	if err != nil {
 		deadline.Stop()
-		at.fail(http.StatusBadRequest, "cannot forward this request: "+err.Error())
+		at.fail(http.StatusBadRequest, "the request path cannot be forwarded")
 		return
 	}
 	req.URL.RawQuery = r.URL.RawQuery
@@ -113,6 +132,15 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 	resp, err := g.client.Do(req)
 	deadline.Stop()
 	if err != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if at.relay != nil && at.relay.stop() {
+			// The holdback timer had already started the answer; it ends here.
+			at.status = 499
+			at.finish(0, "client closed request during the stream's holdback")
+			return
+		}
 		at.upstreamFailed(ctx, err)
 		return
 	}
@@ -259,13 +287,72 @@ func sessionKey(r *http.Request, userID string) string {
 	return r.Header.Get("X-Claude-Lb-Session")
 }
 
-func isJSON(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
+// looksJSON decides whether a body is routed by its model: any JSON media type (in any case),
+// or any body that starts as a JSON object whatever its declared type, since the upstream
+// reads it as JSON either way. Multipart uploads (/v1/files) are not.
+func looksJSON(r *http.Request, body []byte) bool {
+	if len(body) == 0 {
+		return false
+	}
+	if i := skipSpace(body); i < len(body) && body[i] == '{' {
+		return true
+	}
+	ct := strings.ToLower(r.Header.Get("Content-Type"))
 	return ct == "" || strings.HasPrefix(ct, "application/json")
 }
 
+func skipSpace(b []byte) int {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// cleanPath refuses dot segments, so /v1/../api/… never reaches the upstream with a pooled
+// credential.
+func cleanPath(p string) bool {
+	c := path.Clean(p)
+	return strings.HasPrefix(c, "/v1/") && (c == p || c+"/" == p)
+}
+
+// sameOrigin protects an unauthenticated loopback gateway from web pages. A browser sends
+// Origin with every POST (Sec-Fetch-Site too), also after a DNS rebinding, so a page on
+// another site cannot spend the pool's quota; Claude Code and the SDKs send neither. With
+// clients configured, or with allow_unauthenticated, the keys (or the operator) decide.
+func (s *Snapshot) sameOrigin(r *http.Request) bool {
+	if len(s.clients) > 0 || s.Config.AllowUnauthenticated {
+		return true
+	}
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || !loopbackHost(u.Hostname()) {
+			return false
+		}
+	}
+	return true
+}
+
+func loopbackHost(h string) bool {
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(h, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// bodyReadTimeout bounds the upload of one request body, so slow senders cannot hold
+// buffers forever; it is lifted before the answer streams.
+const bodyReadTimeout = 2 * time.Minute
+
+// maxPrealloc caps what a declared Content-Length reserves before its bytes arrive.
+const maxPrealloc = 4 << 20
+
 // readBody reads the whole body once (it is replayed on every attempt), bounded by max.
-func readBody(r *http.Request, max int64) ([]byte, int, string) {
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, string) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, 0, ""
 	}
@@ -273,7 +360,11 @@ func readBody(r *http.Request, max int64) ([]byte, int, string) {
 	if r.ContentLength > max {
 		return nil, http.StatusRequestEntityTooLarge, tooLarge
 	}
-	n := r.ContentLength
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) == nil {
+		defer rc.SetReadDeadline(time.Time{})
+	}
+	n := min(r.ContentLength, maxPrealloc)
 	if n < 0 {
 		n = 512
 	}
@@ -304,7 +395,10 @@ func readBody(r *http.Request, max int64) ([]byte, int, string) {
 func (g *Gateway) newRetryClient(rt http.RoundTripper) *retryablehttp.Client {
 	return &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			Transport: rt,
+			// Wrapped so go-retryablehttp cannot reach CloseIdleConnections: it calls it after
+			// every failed Do (v0.7.8 client.go:788, :811), which would drop the whole upstream
+			// connection pool whenever one client hangs up.
+			Transport: struct{ http.RoundTripper }{rt},
 			// Redirects go back to the client as they are.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -328,12 +422,16 @@ func attemptOf(ctx context.Context) *attempt { return ctx.Value(ctxKey{}).(*atte
 func (at *attempt) begin() {
 	at.n++
 	at.sent = at.g.now()
+	at.inFlight = true
+	at.wrote.Store(false)
 }
 
 func checkRetry(ctx context.Context, resp *http.Response, doErr error) (bool, error) {
 	at := attemptOf(ctx)
-	defer func() { at.upstream += at.g.now().Sub(at.sent) }()
+	defer at.end()
 	if ctx.Err() != nil {
+		// The client went away or the request's deadline passed: that says nothing about the
+		// account, and nobody waits for another attempt.
 		return false, ctx.Err()
 	}
 	now := at.g.now()
@@ -341,22 +439,27 @@ func checkRetry(ctx context.Context, resp *http.Response, doErr error) (bool, er
 	switch {
 	case doErr != nil:
 		o = routing.Classify(now, at.s.Policy, 0, nil, nil, true, at.family)
+		if at.wrote.Load() {
+			// The upstream got the whole request: another account would run (and bill) it
+			// again. The account is benched; the client gets a 502/504.
+			o.Retry = false
+		}
 	case resp.StatusCode == http.StatusOK && isEventStream(resp.Header):
 		at.relay = newRelay(at, resp)
-		if failed := at.relay.holdback(at.s.Config.Routing.Holdback); failed != "" {
-			o = routing.Classify(now, at.s.Policy, 0, nil, nil, true, at.family)
-			if failed == "overloaded_error" {
-				o = routing.Classify(now, at.s.Policy, 529, nil, nil, false, at.family)
-			}
-			o.Reason = "stream:" + failed
-			if at.n >= at.s.Config.Routing.MaxAttempts || !at.hasNext() {
-				// Nothing left to fail over to: the client gets the stream as it came.
-				at.record(o, resp)
-				return false, nil
-			}
-			at.relay = nil
-		} else {
+		failed := at.relay.holdback(at.s.Config.Routing.Holdback)
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		switch failed {
+		case "":
 			o = routing.Classify(now, at.s.Policy, resp.StatusCode, resp.Header.Get, nil, false, at.family)
+		case "overloaded_error":
+			o = routing.Classify(now, at.s.Policy, 529, nil, nil, false, at.family)
+		default:
+			o = routing.Classify(now, at.s.Policy, 0, nil, nil, true, at.family)
+		}
+		if failed != "" {
+			o.Reason = "stream:" + failed
 		}
 	default:
 		var peek []byte
@@ -366,14 +469,22 @@ func checkRetry(ctx context.Context, resp *http.Response, doErr error) (bool, er
 		o = routing.Classify(now, at.s.Policy, resp.StatusCode, resp.Header.Get, peek, false, at.family)
 	}
 	at.record(o, resp)
-	if !o.Retry || at.n >= at.s.Config.Routing.MaxAttempts {
+	if !o.Retry || at.n >= at.s.Config.Routing.MaxAttempts || !at.pick(ctx) {
+		// The last answer goes to the client as it came (a held-back stream whole, with an
+		// error event at its end); a network error becomes a 502.
 		return false, doErr
 	}
-	if !at.pick(ctx) {
-		// The last answer goes to the client unchanged (a network error becomes a 502).
-		return false, doErr
-	}
+	at.relay = nil // retrying: the held-back stream is dropped unseen
+	at.backoff = o.Backoff
 	return true, nil
+}
+
+// end closes the accounting of an attempt that got its answer (or failed).
+func (at *attempt) end() {
+	if at.inFlight {
+		at.upstream += at.g.now().Sub(at.sent)
+		at.inFlight = false
+	}
 }
 
 // hasNext reports whether another candidate is untried (it may still be cooling down).
@@ -418,7 +529,7 @@ func (at *attempt) record(o routing.Outcome, resp *http.Response) {
 }
 
 func backoff(_, _ time.Duration, _ int, resp *http.Response) time.Duration {
-	if resp == nil || resp.StatusCode < 500 {
+	if resp == nil || resp.Request == nil || !attemptOf(resp.Request.Context()).backoff {
 		return 0 // a rate-limited or unreachable account: the next one is tried at once
 	}
 	return 50*time.Millisecond + rand.N(200*time.Millisecond)
@@ -426,8 +537,9 @@ func backoff(_, _ time.Duration, _ int, resp *http.Response) time.Duration {
 
 func prepareRetry(req *http.Request) error {
 	at := attemptOf(req.Context())
-	// The header map is shared with the previous attempt's request; copy before changing it.
-	req.Header = req.Header.Clone()
+	// A fresh header map: the old one is shared with the previous attempt's request, and
+	// holds that account's credential (and, from an OAuth account, its beta flag).
+	req.Header = outboundHeader(at.r.Header)
 	at.authorize(req.Header)
 	return nil
 }
@@ -471,8 +583,9 @@ func (f *failureCounter) reset(name string) {
 	f.mu.Unlock()
 }
 
-// fail answers with the gateway's own error before any upstream attempt.
+// fail answers with the gateway's own error.
 func (at *attempt) fail(status int, msg string) {
+	at.ownHeaders()
 	writeError(at.w, status, errorTypeFor(status), msg)
 	at.status = status
 	at.finish(0, msg)
@@ -502,6 +615,7 @@ func (at *attempt) noCandidates(err error) {
 		}
 		e.AvailableAccounts = append(e.AvailableAccounts, accountBrief{Name: a.Name, Plan: a.Plan, Models: s.Table.EffectiveModels(a.Account)})
 	}
+	at.ownHeaders()
 	writeAPIError(at.w, http.StatusBadRequest, e)
 	at.status = http.StatusBadRequest
 	at.finish(0, e.Error.Message)
@@ -521,6 +635,7 @@ func (at *attempt) allBlocked() {
 	} else if p != nil && strings.HasPrefix(p.Reason, "state store") {
 		status = http.StatusServiceUnavailable
 	}
+	at.ownHeaders()
 	writeError(at.w, status, errorTypeFor(status), msg+".")
 	at.status = status
 	at.finish(0, msg)
@@ -580,12 +695,25 @@ func (at *attempt) writeHeader(resp *http.Response) {
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
+	at.ownHeaders()
+	at.w.WriteHeader(resp.StatusCode)
+}
+
+// ownHeaders adds the gateway's headers: who served, after how many attempts, and the time
+// spent in the gateway itself (an attempt still waiting on the upstream, as when the holdback
+// timer commits a slow stream, is not the gateway's time).
+func (at *attempt) ownHeaders() {
+	h := at.w.Header()
 	if at.current >= 0 && at.s.Config.ExposeAccount {
 		h["X-Claude-Lb-Account"] = []string{at.s.Accounts[at.current].Name}
 	}
+	now := at.g.now()
+	own := now.Sub(at.start) - at.upstream
+	if at.inFlight {
+		own -= now.Sub(at.sent)
+	}
 	h["X-Claude-Lb-Attempts"] = []string{strconv.Itoa(at.n)}
-	h["X-Claude-Lb-Overhead-Ms"] = []string{strconv.FormatFloat(float64(at.g.now().Sub(at.start)-at.upstream)/1e6, 'f', 3, 64)}
-	at.w.WriteHeader(resp.StatusCode)
+	h["X-Claude-Lb-Overhead-Ms"] = []string{strconv.FormatFloat(float64(max(own, 0))/1e6, 'f', 3, 64)}
 }
 
 func (at *attempt) finish(_ int, errMsg string) { at.finishUsage(usage{}, errMsg) }

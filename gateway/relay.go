@@ -29,18 +29,22 @@ type relay struct {
 	mu        sync.Mutex // guards the fields below and every write to the client
 	committed bool       // headers and held bytes were sent
 	holdDone  bool       // holdback returned; its timer may no longer commit
+	finished  bool       // finish returned; the ping timer may no longer write
 	held      []byte
 	writeErr  error
 	ping      *time.Timer
 }
 
 func newRelay(at *attempt, resp *http.Response) *relay {
-	return &relay{at: at, resp: resp, rc: http.NewResponseController(at.w)}
+	r := &relay{at: at, resp: resp, rc: http.NewResponseController(at.w)}
+	r.tap.boundary = true // nothing sent yet: a ping may go first
+	return r
 }
 
 // holdback reads the stream until its first content event. It returns "" when the stream is
 // good (or was committed by the timer), or the failure ("network", or the SSE error type such
-// as "overloaded_error") when it broke before any content reached the client.
+// as "overloaded_error") when it broke before any content reached the client. The decision and
+// holdDone are taken under mu, so the timer either committed before it or never will.
 func (r *relay) holdback(d time.Duration) string {
 	timer := time.AfterFunc(d, func() {
 		r.mu.Lock()
@@ -49,46 +53,40 @@ func (r *relay) holdback(d time.Duration) string {
 		}
 		r.mu.Unlock()
 	})
-	defer func() {
-		timer.Stop()
-		// A timer that already fired but has not committed yet must not commit now: the
-		// attempt may be failing over, and finish commits otherwise.
-		r.mu.Lock()
-		r.holdDone = true
-		r.mu.Unlock()
-	}()
+	defer timer.Stop()
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	for {
 		n, err := r.resp.Body.Read(*bp)
+		r.mu.Lock()
 		if n > 0 {
-			r.mu.Lock()
 			r.tap.feed((*bp)[:n])
-			committed := r.committed
-			if committed {
+			if r.committed {
 				r.writeLocked((*bp)[:n])
 			} else {
 				r.held = append(r.held, (*bp)[:n]...)
 			}
-			r.mu.Unlock()
-			switch {
-			case r.tap.errType != "" && !committed:
-				return r.tap.errType
-			case r.tap.content || committed:
-				return ""
+		}
+		result, done := "", false
+		switch {
+		case r.committed:
+			done = true // nothing can be failed over once bytes reached the client
+		case r.tap.errType != "":
+			result, done = r.tap.errType, true
+		case r.tap.content:
+			done = true
+		case err != nil:
+			result, done = "network", true
+			if err == io.EOF && r.tap.stopped {
+				result = ""
 			}
 		}
-		if err != nil {
-			r.mu.Lock()
-			committed := r.committed
-			r.mu.Unlock()
-			if committed {
-				return ""
-			}
-			if err == io.EOF && r.tap.stopped {
-				return ""
-			}
-			return "network"
+		if done {
+			r.holdDone = true
+		}
+		r.mu.Unlock()
+		if done {
+			return result
 		}
 	}
 }
@@ -123,9 +121,23 @@ func (r *relay) writeLocked(p []byte) {
 	}
 }
 
+// stop ends the relay's timers; it reports whether the answer had already started.
+func (r *relay) stop() (committed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.finished, r.holdDone = true, true
+	if r.ping != nil {
+		r.ping.Stop()
+	}
+	return r.committed
+}
+
 func (r *relay) sendPing() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.finished {
+		return
+	}
 	if r.writeErr != nil || !r.tap.boundary {
 		if r.writeErr == nil {
 			r.ping.Reset(r.at.g.idlePing)
@@ -142,13 +154,7 @@ func (r *relay) finish() (usage, string) {
 	r.mu.Lock()
 	r.commitLocked()
 	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		if r.ping != nil {
-			r.ping.Stop()
-		}
-		r.mu.Unlock()
-	}()
+	defer r.stop()
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	var rerr error
@@ -253,21 +259,20 @@ func (t *sseTap) feed(p []byte) {
 }
 
 func (t *sseTap) append(p []byte) {
-	if len(p) == 0 {
-		return
-	}
-	if len(t.line) == 0 && !t.skip {
-		// Decide from the line's start whether it is worth keeping: content deltas are not.
-		t.skip = bytes.HasPrefix(p, []byte("data:")) && !t.wanted()
-	}
-	if t.skip {
+	if len(p) == 0 || t.skip {
 		return
 	}
 	if len(t.line)+len(p) > maxTapLine {
 		t.skip, t.line = true, t.line[:0]
 		return
 	}
+	before := len(t.line)
 	t.line = append(t.line, p...)
+	// Once the line's first 5 bytes are known, decide whether it is worth keeping: the data
+	// of content deltas (nearly every byte of a stream) is not.
+	if before < 5 && len(t.line) >= 5 && bytes.HasPrefix(t.line, []byte("data:")) && !t.wanted() {
+		t.skip, t.line = true, t.line[:0]
+	}
 }
 
 func (t *sseTap) wanted() bool {
@@ -281,6 +286,9 @@ func (t *sseTap) wanted() bool {
 func (t *sseTap) endLine() {
 	line, skipped := t.line, t.skip
 	t.line, t.skip = t.line[:0], false
+	if cap(t.line) > 16<<10 {
+		t.line = nil // a long line passed: do not keep its buffer for the stream's life
+	}
 	if len(line) == 0 && !skipped {
 		t.event = t.event[:0]
 		t.boundary = true

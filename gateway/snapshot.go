@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/claude-lb/claude-lb/config"
@@ -20,8 +21,9 @@ type Snapshot struct {
 	Policy   routing.PolicyConfig
 	LoadedAt time.Time
 
-	byName  map[string]int
-	clients []client
+	byName   map[string]int
+	clients  []client
+	upstream string // upstream.url without a trailing slash; request paths are appended
 }
 
 type account struct {
@@ -52,6 +54,7 @@ func NewSnapshot(cfg *config.Config, now time.Time) (*Snapshot, error) {
 		},
 		LoadedAt: now,
 		byName:   make(map[string]int, len(cfg.Accounts)),
+		upstream: strings.TrimRight(cfg.Upstream.URL, "/"),
 	}
 	for i, ra := range s.Table.Accounts() {
 		ca := cfg.Accounts[i]

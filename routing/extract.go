@@ -42,7 +42,7 @@ func Extract(b []byte) (Fields, error) {
 		if i < 0 {
 			return f, ErrMalformed
 		}
-		key := b[ks+1 : i-1]
+		key := keyOf(b[ks:i])
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] != ':' {
 			return f, ErrMalformed
@@ -178,6 +178,18 @@ func skipValue(b []byte, i int) int {
 	}
 }
 
+// keyOf returns an object key's text. Keys are compared decoded, so an escaped key such as
+// "mod\u0065l" is still the model: a body must not reach a console account as model-less
+// while the upstream reads an Opus model from it.
+func keyOf(lit []byte) []byte {
+	inner := lit[1 : len(lit)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return inner
+	}
+	s, _ := stringValue(lit)
+	return []byte(s)
+}
+
 // stringValue decodes a JSON string literal; escapes and invalid UTF-8 (which encoding/json,
 // and so the upstream, reads as U+FFFD) are rare and take the slow path.
 func stringValue(v []byte) (string, bool) {
@@ -204,7 +216,7 @@ func userID(obj []byte) string {
 		if i < 0 {
 			return ""
 		}
-		key := obj[ks+1 : i-1]
+		key := keyOf(obj[ks:i])
 		i = skipWS(obj, i)
 		if i >= len(obj) || obj[i] != ':' {
 			return ""

@@ -53,10 +53,14 @@ func Classify(now time.Time, cfg PolicyConfig, status int, h Header, body []byte
 			Mark: Mark{Until: now.Add(NetworkBench), Reason: "upstream unreachable"}}
 	case status == 429:
 		o := Outcome{Retry: true, Reason: "429"}
-		if requestScoped(body) {
+		if h("Anthropic-Ratelimit-Unified-Status") != "rejected" && requestScoped(body) {
 			return o // this request is the problem, not the account
 		}
 		until, why := ResetTime(now, h)
+		if !until.IsZero() && !until.After(now) {
+			// A reset already past (clock skew, a stale header) still came with a 429.
+			until = time.Time{}
+		}
 		scope := ""
 		if c := h("Anthropic-Ratelimit-Unified-Representative-Claim"); c != "" {
 			if f := Family(c); f != c {

@@ -206,6 +206,8 @@ func TestClassify(t *testing.T) {
 		{"429 tokens reset exhausted", 429, hdr("anthropic-ratelimit-requests-reset", now.Add(time.Minute).Format(time.RFC3339), "anthropic-ratelimit-requests-remaining", "10", "anthropic-ratelimit-tokens-reset", now.Add(3*time.Minute).Format(time.RFC3339), "anthropic-ratelimit-tokens-remaining", "0"), "", false, true, 3 * time.Minute, "", false, "429", false},
 		{"429 no reset", 429, hdr(), "", false, true, time.Minute, "", false, "429", false},
 		{"429 request scoped", 429, hdr(), `{"type":"error","error":{"type":"rate_limit_error","message":"Extra usage is required for long context requests."}}`, false, true, 0, "", false, "429", false},
+		{"429 request-scoped words but subscription rejected", 429, hdr("anthropic-ratelimit-unified-status", "rejected", "anthropic-ratelimit-unified-reset", strconv.FormatInt(now.Add(time.Hour).Unix(), 10)), `{"error":{"message":"buy extra usage"}}`, false, true, 30 * time.Minute, "", false, "429", false}, // capped at max_cooldown
+		{"429 reset in the past", 429, hdr("retry-after", now.Add(-time.Hour).Format(time.RFC1123)), "", false, true, time.Minute, "", false, "429", false},
 		{"529", 529, hdr(), "", false, true, 0, "", false, "529", false},
 		{"503", 503, hdr(), "", false, true, 0, "", false, "5xx", false},
 		{"401", 401, hdr(), "", false, true, InvalidCredFor, "", false, "401", true},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -44,12 +45,14 @@ type app struct {
 	env       func(string) (string, bool)
 	ctx       context.Context // the process's lifetime
 	reloadReq chan chan error // admin reload requests, answered by the reload loop
+	listen    string          // the address served since start; a reload cannot move it
 	mu        sync.Mutex      // guards cfg
 	cfg       *config.Config
 }
 
 func newApp(ctx context.Context, cfg *config.Config, path string, log *slog.Logger, env func(string) (string, bool)) (*app, error) {
 	a := &app{path: path, log: log, cfg: cfg, env: env, ctx: ctx, reloadReq: make(chan chan error)}
+	a.listen, _ = cfg.ListenAddr(env)
 	a.replica = cfg.Replica
 	if a.replica == "" {
 		a.replica = hostname()
@@ -215,6 +218,9 @@ func (a *app) reload(why string) error {
 	start := time.Now()
 	cfg, err := config.LoadWith(a.path, config.Options{CheckEnv: true, Env: a.env})
 	if err == nil {
+		err = checkStillGuarded(a.listen, cfg)
+	}
+	if err == nil {
 		err = a.gw.Swap(cfg)
 	}
 	if err != nil {
@@ -241,6 +247,21 @@ func (a *app) reload(why string) error {
 		a.log.Warn("config warning", "warning", w)
 	}
 	return nil
+}
+
+// checkStillGuarded applies DESIGN.md section 8 to the address actually served: listen takes
+// effect only at start, so a reload that drops clients (and moves listen to loopback) must not
+// leave a gateway that other machines reach without keys.
+func checkStillGuarded(served string, cfg *config.Config) error {
+	host, _, err := net.SplitHostPort(served)
+	if err != nil || len(cfg.Clients) > 0 || cfg.AllowUnauthenticated {
+		return nil
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("this gateway serves %s, reachable from other machines (listen changes only on restart), "+
+		"and the new config has no clients; keep clients, or set allow_unauthenticated: true", served)
 }
 
 // restartOnly names the changed settings that a running process does not apply.
