@@ -405,3 +405,49 @@ func TestIdlePing(t *testing.T) {
 		}
 	}
 }
+
+// TestResourcesStayOnTheirAccount: a message batch or a file lives in the account that
+// created it, so every later request for it goes there, whatever least-used says.
+func TestResourcesStayOnTheirAccount(t *testing.T) {
+	e := newEnv(t, nil)
+	e.fake.Script(func(r *fakeapi.Request) *fakeapi.Reply {
+		switch {
+		case r.Method == "POST" && r.Path == "/v1/messages/batches":
+			return &fakeapi.Reply{Body: []byte(`{"id":"msgbatch_` + accountOf(r.Credential) + `","type":"message_batch","processing_status":"in_progress"}`)}
+		case r.Method == "POST" && r.Path == "/v1/files":
+			return &fakeapi.Reply{Body: []byte(`{"id":"file_` + accountOf(r.Credential) + `","type":"file","filename":"a.txt"}`)}
+		}
+		return &fakeapi.Reply{Body: []byte(`{"ok":true}`)}
+	})
+	get := func(path string) string {
+		resp, err := http.Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("X-Claude-Lb-Account")
+	}
+	_, hdr, body := e.post("/v1/messages/batches", `{"requests":[{"custom_id":"a","params":{"model":"claude-sonnet-5-5","max_tokens":5,"messages":[]}}]}`)
+	owner := hdr.Get("X-Claude-Lb-Account")
+	if !strings.Contains(body, "msgbatch_"+owner) {
+		t.Fatalf("batch answer %s from %s", body, owner)
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/files", strings.NewReader("--b\r\ncontent\r\n--b--\r\n"))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	fileOwner := resp.Header.Get("X-Claude-Lb-Account")
+	for range 4 {
+		for _, p := range []string{"/v1/messages/batches/msgbatch_" + owner, "/v1/messages/batches/msgbatch_" + owner + "/results"} {
+			if got := get(p); got != owner {
+				t.Fatalf("%s served by %s, want the creating account %s", p, got, owner)
+			}
+		}
+		if got := get("/v1/files/file_" + fileOwner + "/content"); got != fileOwner {
+			t.Fatalf("file served by %s, want %s", got, fileOwner)
+		}
+	}
+}

@@ -32,30 +32,31 @@ const oauthBeta = "oauth-2025-04-20"
 // attempt is one client request's state across its upstream attempts. It travels in the
 // request context, because go-retryablehttp's hooks see only the context or the request.
 type attempt struct {
-	g        *Gateway
-	s        *Snapshot
-	w        http.ResponseWriter
-	r        *http.Request
-	start    time.Time
-	fields   routing.Fields
-	family   string
-	scopes   [1]string
-	session  string
-	client   string
-	cands    []routing.Candidate // still untried
-	current  int                 // index into s.Accounts of the account being tried
-	token    string              // the credential sent with the current attempt
-	why      string
-	n        int // attempts made
-	tried    []string
-	upstream time.Duration // time spent waiting on the upstream, attempts in flight excluded
-	sent     time.Time     // when the current attempt started
-	inFlight bool          // an attempt is waiting on the upstream (sent is its start)
-	wrote    atomic.Bool   // the current attempt's request was written out whole
-	backoff  bool          // the last outcome asks for a pause before the next attempt
-	blocked  *routing.Pick // set when no candidate was left for a pick
-	relay    *relay        // the stream being held back, for a 200 SSE answer
-	status   int
+	g          *Gateway
+	s          *Snapshot
+	w          http.ResponseWriter
+	r          *http.Request
+	start      time.Time
+	fields     routing.Fields
+	family     string
+	scopes     [1]string
+	session    string
+	sessionTTL time.Duration
+	client     string
+	cands      []routing.Candidate // still untried
+	current    int                 // index into s.Accounts of the account being tried
+	token      string              // the credential sent with the current attempt
+	why        string
+	n          int // attempts made
+	tried      []string
+	upstream   time.Duration // time spent waiting on the upstream, attempts in flight excluded
+	sent       time.Time     // when the current attempt started
+	inFlight   bool          // an attempt is waiting on the upstream (sent is its start)
+	wrote      atomic.Bool   // the current attempt's request was written out whole
+	backoff    bool          // the last outcome asks for a pause before the next attempt
+	blocked    *routing.Pick // set when no candidate was left for a pick
+	relay      *relay        // the stream being held back, for a 200 SSE answer
+	status     int
 }
 
 type ctxKey struct{}
@@ -103,7 +104,11 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 	for _, i := range idx {
 		at.cands = append(at.cands, s.Accounts[i].candidate)
 	}
-	if s.Config.Routing.Affinity == "session" {
+	at.sessionTTL = s.Config.Routing.AffinityTTL
+	if k := resourceKey(r.URL.Path); k != "" {
+		// Not a preference but a necessity: the batch or file exists in one account only.
+		at.session, at.sessionTTL = k, resourceTTL
+	} else if s.Config.Routing.Affinity == "session" {
 		at.session = sessionKey(r, at.fields.UserID)
 	}
 
@@ -157,7 +162,7 @@ func (at *attempt) pick(ctx context.Context) bool {
 			Strategy:    s.Strategy,
 			Scopes:      at.scopes[:],
 			Session:     at.session,
-			AffinityTTL: s.Config.Routing.AffinityTTL,
+			AffinityTTL: at.sessionTTL,
 		})
 		if err != nil || p.Account == "" {
 			if err != nil {
@@ -681,9 +686,53 @@ func (at *attempt) respond(resp *http.Response) {
 		u, errMsg = at.relay.finish()
 	} else {
 		at.writeHeader(resp)
-		u, errMsg = copyPlain(at.w, resp.Body, resp.StatusCode == http.StatusOK && strings.HasPrefix(at.r.URL.Path, "/v1/messages"))
+		var tail *tailBuf
+		if resp.StatusCode == http.StatusOK && strings.HasPrefix(at.r.URL.Path, "/v1/") && at.r.Method != http.MethodGet {
+			tail = new(tailBuf)
+		}
+		errMsg = copyPlain(at.w, resp.Body, tail)
+		if tail != nil {
+			u = tail.usage()
+			at.bindCreated(tail)
+		}
 	}
 	at.finishUsage(u, errMsg)
+}
+
+// resourceTTL is how long a created batch or file stays bound to its account: batch results
+// are kept 29 days.
+const resourceTTL = 30 * 24 * time.Hour
+
+// resourceKey names the account-bound resource a path addresses: message batches and files
+// live in the account that created them, so requests for them must go there.
+func resourceKey(p string) string {
+	for _, r := range [...]struct{ prefix, kind string }{{"/v1/messages/batches/", "batch:"}, {"/v1/files/", "file:"}} {
+		if rest, ok := strings.CutPrefix(p, r.prefix); ok && rest != "" {
+			id, _, _ := strings.Cut(rest, "/")
+			return r.kind + id
+		}
+	}
+	return ""
+}
+
+// bindCreated binds a batch or file just created to the account that created it.
+func (at *attempt) bindCreated(tail *tailBuf) {
+	var kind string
+	switch at.r.URL.Path {
+	case "/v1/messages/batches":
+		kind = "batch:"
+	case "/v1/files":
+		kind = "file:"
+	default:
+		return
+	}
+	id := tail.id()
+	if id == "" || at.current < 0 {
+		return
+	}
+	if err := at.g.opts.Store.Bind(context.WithoutCancel(at.r.Context()), kind+id, at.s.Accounts[at.current].Name, resourceTTL); err != nil {
+		at.g.log.Warn("cannot bind a created resource to its account", "account", at.s.Accounts[at.current].Name, "err", err)
+	}
 }
 
 // writeHeader sends the upstream's headers (minus hop-by-hop) with the gateway's own.

@@ -344,23 +344,19 @@ func (t *sseTap) data(d []byte) {
 	}
 }
 
-// copyPlain relays a non-stream body. With tap it keeps the last bytes to read the usage
-// block, which the Messages API writes last.
-func copyPlain(w http.ResponseWriter, body io.Reader, tap bool) (usage, string) {
+// copyPlain relays a non-stream body. With tail it keeps the last bytes, where the Messages
+// API writes its usage block (and where a small answer, such as a created batch, is whole).
+func copyPlain(w http.ResponseWriter, body io.Reader, tail *tailBuf) string {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	var tail tailBuf
 	var dst io.Writer = w
-	if tap {
-		dst = io.MultiWriter(w, &tail)
+	if tail != nil {
+		dst = io.MultiWriter(w, tail)
 	}
 	if _, err := io.CopyBuffer(dst, body, *bp); err != nil {
-		return usage{}, "relay: " + err.Error()
+		return "relay: " + err.Error()
 	}
-	if !tap {
-		return usage{}, ""
-	}
-	return tail.usage(), ""
+	return ""
 }
 
 // tailBuf keeps the last 4 KiB written to it.
@@ -383,6 +379,20 @@ func (t *tailBuf) Write(p []byte) (int, error) {
 }
 
 func (t *tailBuf) bytes() []byte { return t.b[:min(t.n, len(t.b))] }
+
+// id returns the top-level "id" of a JSON object answer that fits the buffer whole.
+func (t *tailBuf) id() string {
+	if t.n > len(t.b) {
+		return ""
+	}
+	var v struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(t.bytes(), &v) != nil {
+		return ""
+	}
+	return v.ID
+}
 
 func (t *tailBuf) usage() usage {
 	b := t.bytes()

@@ -126,7 +126,9 @@ func TestHoldbackDetectsEarlyFailure(t *testing.T) {
 func TestTailUsage(t *testing.T) {
 	body := fakeapi.MessageWithUsage("claude-opus-5-5", strings.Repeat("long answer with \"usage\": {} inside ", 500), fakeapi.DefaultUsage())
 	rec := httptest.NewRecorder()
-	u, msg := copyPlain(rec, &chunkReader{data: body, sizes: []int{333}}, true)
+	var tail tailBuf
+	msg := copyPlain(rec, &chunkReader{data: body, sizes: []int{333}}, &tail)
+	u := tail.usage()
 	want := fakeapi.DefaultUsage()
 	if msg != "" || !bytes.Equal(rec.Body.Bytes(), body) || u.in != int64(want.InputTokens) || u.out != int64(want.OutputTokens) || u.cacheRead != int64(want.CacheReadInputTokens) {
 		t.Fatalf("usage %+v, msg %q", u, msg)

@@ -23,6 +23,10 @@ type Store interface {
 	Mark(ctx context.Context, m Mark) error
 	// Record adds a finished request's usage to the counters and appends it to the history.
 	Record(ctx context.Context, u Usage) error
+	// Bind binds a session key to an account for ttl, as a pick with affinity would. The
+	// gateway binds resources that live in one account (a message batch, a file) to the
+	// account that created them, so later requests for them reach it.
+	Bind(ctx context.Context, session, account string, ttl time.Duration) error
 }
 
 // AdminStore is what the admin API and CLI read and reset.

@@ -211,6 +211,19 @@ func (s *Store) Mark(ctx context.Context, m routing.Mark) error {
 	return s.local.Mark(ctx, m)
 }
 
+// Bind implements routing.Store: the binding goes to both stores.
+func (s *Store) Bind(ctx context.Context, session, account string, ttl time.Duration) error {
+	if !s.degraded.Load() {
+		pctx, cancel := context.WithTimeout(ctx, s.timeout)
+		err := s.primary.Bind(pctx, session, account, ttl)
+		cancel()
+		if err != nil {
+			s.failed(ctx, "bind", err)
+		}
+	}
+	return s.local.Bind(ctx, session, account, ttl)
+}
+
 // Record implements routing.Store: the usage goes to both stores. It never returns an error
 // from the primary.
 func (s *Store) Record(ctx context.Context, u routing.Usage) error {

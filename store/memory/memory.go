@@ -189,6 +189,15 @@ func (s *Store) accountLocked(name string) *account {
 	return a
 }
 
+// Bind implements routing.Store.
+func (s *Store) Bind(_ context.Context, session, account string, ttl time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now().UnixMilli()
+	s.bindLocked(session, account, now, now+ttl.Milliseconds())
+	return nil
+}
+
 // bindLocked binds session to account until untilMs, sweeping expired bindings when the map
 // has doubled since the last sweep, so it stays bounded by the live bindings.
 func (s *Store) bindLocked(session, account string, now, untilMs int64) {

@@ -96,7 +96,17 @@ func New(client redis.UniversalClient, opts Options) *Store {
 func (s *Store) acctKey(name string) string    { return s.tag + "acct:" + name }
 func (s *Store) marksKey(name string) string   { return s.tag + "marks:" + name }
 func (s *Store) bindKey(session string) string { return s.tag + "aff:" + session }
-func (s *Store) key(name string) string        { return s.tag + name }
+
+// Bind implements routing.Store: one SET with the binding's TTL.
+func (s *Store) Bind(ctx context.Context, session, account string, ttl time.Duration) error {
+	ctx, cancel := s.ctx(ctx)
+	defer cancel()
+	if err := s.c.Set(ctx, s.bindKey(session), account, ttl).Err(); err != nil {
+		return fmt.Errorf("redis bind: %w", err)
+	}
+	return nil
+}
+func (s *Store) key(name string) string { return s.tag + name }
 func markField(scope string, soft bool) string {
 	if soft {
 		return "s:" + scope

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"AffinityRenews", testAffinityRenews},
 		{"AffinityExpires", testAffinityExpires},
 		{"AffinityMovesOnlyWhenBlocked", testAffinityMovesOnlyWhenBlocked},
+		{"Bind", testBind},
 		{"AllBlocked", testAllBlocked},
 		{"NoCandidates", testNoCandidates},
 		{"RecordAndStats", testRecordAndStats},
@@ -329,6 +330,27 @@ func testMarkExpires(t *testing.T, s Store) {
 	})
 	if m := MustStats(t, s).Accounts["a"].Marks; len(m) != 0 {
 		t.Errorf("Stats lists expired marks: %+v", m)
+	}
+}
+
+// testBind: a binding made with Bind (a batch or file created on an account) steers later
+// picks of that key to the account, even against least-used, and expires with its TTL.
+func testBind(t *testing.T, s Store) {
+	if err := s.Bind(t.Context(), "batch:msgbatch_1", "c", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	req := routing.PickRequest{Candidates: Cands("a", "b", "c"), Session: "batch:msgbatch_1", AffinityTTL: time.Hour}
+	for range 3 {
+		if p := MustPick(t, s, req); p.Account != "c" || p.Why != "affinity" {
+			t.Fatalf("pick of a bound resource = %+v, want c/affinity", p)
+		}
+	}
+	if err := s.Bind(t.Context(), "file:f", "b", 150*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if p := MustPick(t, s, routing.PickRequest{Candidates: Cands("a", "b"), Session: "file:f", AffinityTTL: time.Hour}); p.Why == "affinity" {
+		t.Fatalf("expired binding still used: %+v", p)
 	}
 }
 
