@@ -275,13 +275,6 @@ func (b *bench) start(gwMode, nginxBin, redisBin string) error {
 		}
 		b.targets = append(b.targets, &target{key: tMem, label: "claude-lb, memory store", p: mem, addr: mem.addr})
 	}
-	for _, x := range b.set.extras {
-		p, err := b.startGateway("claude-lb-"+x.label, x.bin, upURL, "")
-		if err != nil {
-			return err
-		}
-		b.targets = append(b.targets, &target{key: "x:" + x.label, label: "claude-lb " + x.label + ", memory store", p: p, addr: p.addr})
-	}
 
 	if b.set.skip[tRedis] {
 		redisBin = ""
@@ -298,6 +291,18 @@ func (b *bench) start(gwMode, nginxBin, redisBin string) error {
 		b.targets = append(b.targets, &target{key: tRedis, label: "claude-lb, Redis store", p: rg, addr: rg.addr})
 	} else if !b.set.skip[tRedis] {
 		b.notes = append(b.notes, "redis-server not installed: no Redis column")
+	}
+	for _, x := range b.set.extras {
+		// A label starting with "redis" runs on the Redis store (a prefix of its own).
+		redisURL, store := "", "memory store"
+		if strings.HasPrefix(x.label, "redis") && b.redis != nil {
+			redisURL, store = "redis://"+b.redis.addr+"/1", "Redis store"
+		}
+		p, err := b.startGateway("claude-lb-"+x.label, x.bin, upURL, redisURL)
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, &target{key: "x:" + x.label, label: "claude-lb " + x.label + ", " + store, p: p, addr: p.addr})
 	}
 	for _, t := range b.targets {
 		t.build()
