@@ -112,7 +112,7 @@ func (s stats) get(metric, target string) ([]float64, bool) {
 
 func cmdRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	quick := fs.Bool("quick", false, "a ~30 s run: one round, fewer requests, 2,000 held streams only")
+	quick := fs.Bool("quick", false, "a ~30-40 s run: one round, fewer requests, 1,000 held streams only")
 	rounds := fs.Int("rounds", 3, "interleaved rounds (medians are taken over them)")
 	gwMode := fs.String("gateway", "auto", "claude-lb under test: binary (built from ./cmd/claude-lb), inproc (this binary's gateway subcommand), auto (binary when it builds)")
 	nginxBin := fs.String("nginx", "", "nginx binary (default: from PATH; \"off\" to skip)")
@@ -143,7 +143,7 @@ func cmdRun(args []string) error {
 		st.gwEnv = strings.Split(*gwEnv, ",")
 	}
 	if *quick {
-		st.rounds, st.plain, st.latFor, st.hold, st.full = 1, min(st.plain, 5000), 2*time.Second, []int{2000}, 0
+		st.rounds, st.plain, st.latFor, st.hold, st.full = 1, min(st.plain, 3000), time.Second, []int{1000}, 0
 	}
 	limit := raiseNoFile(1 << 20)
 	// Each open stream holds a client and an upstream descriptor in a proxy.
@@ -398,7 +398,7 @@ func (b *bench) measure() error {
 
 	b.logf("warm-up")
 	for _, t := range b.targets {
-		if _, _, err := closedLoop(t.addr, t.req1k, b.set.conns, 2000); err != nil {
+		if _, _, err := closedLoop(t.addr, t.req1k, b.set.conns, min(2000, b.set.plain/2)); err != nil {
 			return fmt.Errorf("warm-up %s: %w", t.label, err)
 		}
 		if _, _, err := closedLoop(t.addr, t.req2m, b.set.conns, 64); err != nil {
