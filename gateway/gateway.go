@@ -112,8 +112,6 @@ func NewTransport(u config.Upstream) *http.Transport {
 		TLSHandshakeTimeout:   u.ConnectTimeout,
 		ResponseHeaderTimeout: u.HeaderTimeout,
 		ExpectContinueTimeout: time.Second,
-		WriteBufferSize:       64 << 10,
-		ReadBufferSize:        32 << 10,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -56,6 +57,7 @@ type attempt struct {
 	backoff    bool          // the last outcome asks for a pause before the next attempt
 	blocked    *routing.Pick // set when no candidate was left for a pick
 	relay      *relay        // the stream being held back, for a 200 SSE answer
+	body       *replayBody   // the request body, replayed on every attempt
 	status     int
 }
 
@@ -125,7 +127,12 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 		at.allBlocked()
 		return
 	}
-	req, err := retryablehttp.NewRequestWithContext(ctx, r.Method, s.upstream+r.URL.EscapedPath(), body)
+	var raw any = body
+	if len(body) > 0 {
+		at.body = &replayBody{b: body}
+		raw = retryablehttp.ReaderFunc(at.body.reader)
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, r.Method, s.upstream+r.URL.EscapedPath(), raw)
 	if err != nil {
 		deadline.Stop()
 		at.fail(http.StatusBadRequest, "the request path cannot be forwarded")
@@ -361,9 +368,10 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, s
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, 0, ""
 	}
-	tooLarge := fmt.Sprintf("request body is larger than max_body (%s)", config.ByteSize(max))
+	// Only the error paths need the message; formatting it per request cost an allocation.
+	tooLarge := func() string { return fmt.Sprintf("request body is larger than max_body (%s)", config.ByteSize(max)) }
 	if r.ContentLength > max {
-		return nil, http.StatusRequestEntityTooLarge, tooLarge
+		return nil, http.StatusRequestEntityTooLarge, tooLarge()
 	}
 	rc := http.NewResponseController(w)
 	if rc.SetReadDeadline(time.Now().Add(bodyReadTimeout)) == nil {
@@ -373,7 +381,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, s
 	if n < 0 {
 		n = 512
 	}
-	buf := make([]byte, 0, n+1) // +1 so a body of exactly ContentLength ends without a regrow
+	buf := getBody(int(n) + 1) // +1 so a body of exactly ContentLength ends without a regrow
 	rd := http.MaxBytesReader(nil, r.Body, max)
 	for {
 		if len(buf) == cap(buf) {
@@ -387,7 +395,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, int, s
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				return nil, http.StatusRequestEntityTooLarge, tooLarge
+				return nil, http.StatusRequestEntityTooLarge, tooLarge()
 			}
 			return nil, http.StatusBadRequest, "cannot read the request body"
 		}
@@ -679,6 +687,10 @@ func isTimeout(err error) bool {
 // event by event for SSE).
 func (at *attempt) respond(resp *http.Response) {
 	defer resp.Body.Close()
+	// No attempt follows: the body need not outlive this point, however long the answer runs.
+	if at.body != nil {
+		at.body.release()
+	}
 	at.status = resp.StatusCode
 	var u usage
 	var errMsg string
@@ -688,7 +700,9 @@ func (at *attempt) respond(resp *http.Response) {
 		at.writeHeader(resp)
 		var tail *tailBuf
 		if resp.StatusCode == http.StatusOK && strings.HasPrefix(at.r.URL.Path, "/v1/") && at.r.Method != http.MethodGet {
-			tail = new(tailBuf)
+			tail = tailPool.Get().(*tailBuf)
+			tail.n = 0
+			defer tailPool.Put(tail)
 		}
 		errMsg = copyPlain(at.w, resp.Body, tail)
 		if tail != nil {
@@ -823,4 +837,92 @@ func (at *attempt) finishUsage(u usage, errMsg string) {
 
 func requestID(at *attempt) string {
 	return at.w.Header().Get("Request-Id")
+}
+
+// replayBody is the request body, read once and replayed on every attempt. release hands the
+// bytes back to bodyPools once the answer is chosen: the transport keeps each attempt's request
+// (and so its body reader) until the answer ends, and a stream would otherwise hold its body,
+// about 90 KB for Claude Code, for as long as it runs.
+type replayBody struct {
+	mu   sync.Mutex
+	b    []byte      // guarded by mu; nil once released
+	last *bodyReader // guarded by mu; the newest attempt's reader
+}
+
+func (rb *replayBody) reader() (io.Reader, error) {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	rb.last = &bodyReader{rb: rb, n: len(rb.b)}
+	return rb.last, nil
+}
+
+// release recycles the body once the last attempt's transport has read all of it (an upstream
+// that answers before reading the whole body keeps it until the request ends: taking it away
+// mid-write would cut the answer, golang/go#40747's failure).
+func (rb *replayBody) release() {
+	rb.mu.Lock()
+	b := rb.b
+	if rb.last != nil && !rb.last.eof {
+		b = nil
+	} else {
+		rb.b = nil
+	}
+	rb.mu.Unlock()
+	putBody(b)
+}
+
+// bodyReader reads one attempt's copy of a replayBody.
+type bodyReader struct {
+	rb     *replayBody
+	off, n int
+	eof    bool // guarded by rb.mu
+}
+
+// Len is the bytes left; go-retryablehttp reads the Content-Length from it.
+func (r *bodyReader) Len() int { return r.n - r.off }
+
+func (r *bodyReader) Read(p []byte) (int, error) {
+	r.rb.mu.Lock()
+	defer r.rb.mu.Unlock()
+	if r.off >= len(r.rb.b) {
+		r.eof = true
+		return 0, io.EOF
+	}
+	k := copy(p, r.rb.b[r.off:])
+	r.off += k
+	return k, nil
+}
+
+// bodyPools recycle request-body buffers by power-of-two capacity, 4 KiB to 64 MiB, so that
+// large bodies neither allocate (and zero) fresh memory per request nor leave it as garbage.
+var bodyPools [15]sync.Pool
+
+const minBodyClass = 12 // 4 KiB
+
+func bodyClass(n int) int {
+	c := max(bits.Len(uint(n-1)), minBodyClass) - minBodyClass
+	if c >= len(bodyPools) {
+		return -1
+	}
+	return c
+}
+
+// getBody returns an empty buffer with room for at least n bytes.
+func getBody(n int) []byte {
+	c := bodyClass(n)
+	if c < 0 {
+		return make([]byte, 0, n)
+	}
+	if p, ok := bodyPools[c].Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, 1<<(c+minBodyClass))
+}
+
+func putBody(b []byte) {
+	c := bodyClass(cap(b))
+	if c < 0 || cap(b) != 1<<(c+minBodyClass) {
+		return
+	}
+	bodyPools[c].Put(&b)
 }

@@ -16,6 +16,10 @@ const defaultIdlePing = 10 * time.Second
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// ssePool holds the stream relay's read buffers. A stream keeps its buffer for as long as it
+// is open, blocked in Read, and SSE events are small: 4 KiB per open stream instead of 32.
+var ssePool = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+
 // relay copies one upstream SSE stream to the client: byte for byte, each read flushed at once.
 // Until the first content event it holds the opening frames back (holdback), so a stream that
 // fails right after opening can still be failed over; a timer commits them early when the
@@ -54,8 +58,8 @@ func (r *relay) holdback(d time.Duration) string {
 		r.mu.Unlock()
 	})
 	defer timer.Stop()
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	bp := ssePool.Get().(*[]byte)
+	defer ssePool.Put(bp)
 	for {
 		n, err := r.resp.Body.Read(*bp)
 		r.mu.Lock()
@@ -155,8 +159,8 @@ func (r *relay) finish() (usage, string) {
 	r.commitLocked()
 	r.mu.Unlock()
 	defer r.stop()
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	bp := ssePool.Get().(*[]byte)
+	defer ssePool.Put(bp)
 	var rerr error
 	for {
 		n, err := r.resp.Body.Read(*bp)
@@ -349,15 +353,32 @@ func (t *sseTap) data(d []byte) {
 func copyPlain(w http.ResponseWriter, body io.Reader, tail *tailBuf) string {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	var dst io.Writer = w
-	if tail != nil {
-		dst = io.MultiWriter(w, tail)
+	if tail == nil {
+		if _, err := io.CopyBuffer(w, body, *bp); err != nil {
+			return "relay: " + err.Error()
+		}
+		return ""
 	}
-	if _, err := io.CopyBuffer(dst, body, *bp); err != nil {
-		return "relay: " + err.Error()
+	buf := *bp
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return "relay: " + werr.Error()
+			}
+			_, _ = tail.Write(buf[:n])
+		}
+		if err == io.EOF {
+			return ""
+		}
+		if err != nil {
+			return "relay: " + err.Error()
+		}
 	}
-	return ""
 }
+
+// tailPool recycles tail buffers, so a plain answer's usage tap allocates nothing.
+var tailPool = sync.Pool{New: func() any { return new(tailBuf) }}
 
 // tailBuf keeps the last 4 KiB written to it.
 type tailBuf struct {
@@ -404,11 +425,64 @@ func (t *tailBuf) usage() usage {
 	if j < 0 {
 		return usage{}
 	}
-	var u usageJSON
-	if json.NewDecoder(bytes.NewReader(b[i+j:])).Decode(&u) != nil {
+	obj := b[i+j:]
+	k := objectEnd(obj)
+	if k < 0 {
 		return usage{}
 	}
+	obj = obj[:k]
 	var out usage
-	out.add(u, true)
+	out.add(usageJSON{
+		InputTokens:              intField(obj, `"input_tokens"`),
+		OutputTokens:             intField(obj, `"output_tokens"`),
+		CacheReadInputTokens:     intField(obj, `"cache_read_input_tokens"`),
+		CacheCreationInputTokens: intField(obj, `"cache_creation_input_tokens"`),
+	}, true)
 	return out
+}
+
+// objectEnd returns the index just past the JSON object b starts with, or -1.
+func objectEnd(b []byte) int {
+	depth, inStr := 0, false
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		switch {
+		case inStr && c == '\\':
+			i++
+		case c == '"':
+			inStr = !inStr
+		case inStr:
+		case c == '{':
+			depth++
+		case c == '}':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}
+
+// intField reads the integer value of key (quotes included, so "input_tokens" does not match
+// "cache_read_input_tokens") in obj; 0 when it is missing or not an integer.
+func intField(obj []byte, key string) int64 {
+	i := bytes.Index(obj, []byte(key))
+	if i < 0 {
+		return 0
+	}
+	rest := bytes.TrimLeft(obj[i+len(key):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return 0
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	var n int64
+	k := 0
+	for ; k < len(rest) && rest[k] >= '0' && rest[k] <= '9'; k++ {
+		n = n*10 + int64(rest[k]-'0')
+	}
+	if k == 0 {
+		return 0
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -55,7 +57,9 @@ func runServe(args []string, stdout, stderr io.Writer, env func(string) (string,
 	if cfg == nil {
 		return code
 	}
-	log := newLogger(cfg.Log, stderr)
+	lw := newBatchWriter(stderr, 50*time.Millisecond)
+	defer lw.Flush()
+	log := newLogger(cfg.Log, lw)
 	for _, w := range cfg.Warnings {
 		log.Warn("config warning", "warning", w)
 	}
@@ -150,4 +154,42 @@ func hostname() string {
 		return "claude-lb"
 	}
 	return h
+}
+
+// batchWriter buffers log lines and writes them at most every interval (or when 32 KB are
+// pending), so a busy gateway makes one write system call per batch instead of one per
+// request.
+type batchWriter struct {
+	mu       sync.Mutex
+	w        *bufio.Writer
+	pending  bool
+	timer    *time.Timer
+	interval time.Duration
+}
+
+func newBatchWriter(w io.Writer, interval time.Duration) *batchWriter {
+	b := &batchWriter{w: bufio.NewWriterSize(w, 32<<10)}
+	b.timer = time.AfterFunc(time.Hour, func() { b.Flush() })
+	b.timer.Stop()
+	b.interval = interval
+	return b
+}
+
+func (b *batchWriter) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.w.Write(p)
+	if !b.pending {
+		b.pending = true
+		b.timer.Reset(b.interval)
+	}
+	return n, err
+}
+
+// Flush writes what is pending.
+func (b *batchWriter) Flush() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_ = b.w.Flush()
+	b.pending = false
 }
