@@ -16,6 +16,7 @@ import (
 
 	"github.com/claude-lb/claude-lb/config"
 	"github.com/claude-lb/claude-lb/internal/fakeapi"
+	"github.com/claude-lb/claude-lb/internal/syncbuf"
 	"github.com/claude-lb/claude-lb/routing"
 	"github.com/claude-lb/claude-lb/store/memory"
 )
@@ -457,7 +458,7 @@ admin:
 		t.Fatal(err)
 	}
 	st := memory.New(memory.Options{})
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	m := NewMetrics(nil)
 	m.SetStatsSource(st.Stats)
 	gw, err := New(cfg, Options{

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/claude-lb/claude-lb/config"
 	"github.com/claude-lb/claude-lb/internal/fakeapi"
+	"github.com/claude-lb/claude-lb/internal/syncbuf"
 	"github.com/claude-lb/claude-lb/store/memory"
 )
 
@@ -34,24 +34,7 @@ type env struct {
 	gw    *Gateway
 	srv   *httptest.Server
 	store *memory.Store
-	logs  *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *syncbuf.Buffer
 }
 
 // pool is the ORIGIN.md setup plus a second max account.
@@ -80,7 +63,7 @@ func newEnv(t *testing.T, mutate func(*config.Config)) *env {
 func newEnvWith(t *testing.T, fake *fakeapi.Server, cfg *config.Config, rt http.RoundTripper) *env {
 	t.Helper()
 	st := memory.New(memory.Options{HistorySize: 100})
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	gw, err := New(cfg, Options{
 		Store: st, AdminStore: st, Transport: rt, Replica: "test-replica",
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

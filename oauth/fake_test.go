@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/claude-lb/claude-lb/config"
+	"github.com/claude-lb/claude-lb/internal/syncbuf"
 )
 
 // fakeIssuer is a local OAuth token endpoint that behaves like Anthropic's: refresh tokens
@@ -176,25 +176,7 @@ func (f *fakeIssuer) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLogger(buf *syncBuffer) *slog.Logger {
+func testLogger(buf *syncbuf.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 

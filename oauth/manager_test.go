@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/claude-lb/claude-lb/internal/syncbuf"
 	"github.com/claude-lb/claude-lb/internal/testredis"
 )
 
@@ -22,7 +23,7 @@ const acct = "team"
 type replica struct {
 	m      *Manager
 	file   string
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	mu     sync.Mutex
 	states []string
 }
@@ -43,7 +44,7 @@ func (r *replica) stateLog() []string {
 // the zero Token).
 func newReplica(t *testing.T, f *fakeIssuer, store TokenStore, tok Token, opts ...func(*ManagerOptions)) *replica {
 	t.Helper()
-	r := &replica{file: filepath.Join(t.TempDir(), acct+".oauth.json"), logs: &syncBuffer{}}
+	r := &replica{file: filepath.Join(t.TempDir(), acct+".oauth.json"), logs: &syncbuf.Buffer{}}
 	if tok.AccessToken != "" {
 		if err := WriteFile(r.file, tok); err != nil {
 			t.Fatal(err)
@@ -546,7 +547,7 @@ func TestSetAccounts(t *testing.T) {
 	if err := WriteFile(fb, newerTok); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	m := NewManager(ManagerOptions{Config: f.cfg, HTTP: f.srv.Client(), Store: store, Logger: testLogger(logs)})
 	m.SetAccounts(t.Context(), []FileAccount{{"a", fa}, {"b", fb}, {"c", filepath.Join(dir, "missing.json")}})
 

@@ -32,6 +32,7 @@ import (
 
 	"github.com/claude-lb/claude-lb/config"
 	"github.com/claude-lb/claude-lb/internal/fakeapi"
+	"github.com/claude-lb/claude-lb/internal/syncbuf"
 )
 
 // e2eChildEnv, set to 1, makes this test binary act as the claude-lb command: TestMain runs
@@ -190,24 +191,6 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// e2eBuf is a goroutine-safe log sink that outlives the test (the watcher may log late).
-type e2eBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *e2eBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *e2eBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func tail(s string, n int) string {
 	if len(s) > n {
 		return "…" + s[len(s)-n:]
@@ -219,7 +202,7 @@ func tail(s string, n int) string {
 type e2eApp struct {
 	app  *app
 	srv  *httptest.Server
-	logs *e2eBuf
+	logs *syncbuf.Buffer
 	hup  chan os.Signal
 }
 
@@ -229,7 +212,7 @@ func startE2EApp(t *testing.T, path string, watch bool) *e2eApp {
 	if err != nil {
 		t.Fatalf("initial config: %v", err)
 	}
-	logs := &e2eBuf{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := newApp(ctx, cfg, path, log, os.LookupEnv)
@@ -525,7 +508,7 @@ func (h *heldStream) finish(t *testing.T) string {
 type e2eProc struct {
 	cmd    *exec.Cmd
 	base   string
-	stderr *e2eBuf
+	stderr *syncbuf.Buffer
 	exited chan struct{} // closed when the process has exited; then code is set
 	code   int
 }
@@ -562,7 +545,7 @@ func tryStartProc(t *testing.T, env []string, args []string) (*e2eProc, error) {
 	port := freePort(t)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), e2eChildEnv+"=1", "PORT="+port), env...)
-	p := &e2eProc{cmd: cmd, stderr: &e2eBuf{}, exited: make(chan struct{})}
+	p := &e2eProc{cmd: cmd, stderr: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stderr, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

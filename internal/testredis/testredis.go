@@ -15,12 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claude-lb/claude-lb/internal/syncbuf"
 )
 
 // maxSocketPath keeps unix socket paths under Linux's limit (sun_path is 108 bytes).
@@ -34,10 +35,10 @@ type Server struct {
 	sock string // unix socket path; "" in TCP mode
 	port int    // TCP port; 0 in unix mode
 
-	mu   sync.Mutex    // guards proc and done
-	proc *exec.Cmd     // the running server; nil when stopped
-	done chan struct{} // closed when proc has exited
-	log  *syncBuffer   // proc's output, shown when it fails to start
+	mu   sync.Mutex      // guards proc and done
+	proc *exec.Cmd       // the running server; nil when stopped
+	done chan struct{}   // closed when proc has exited
+	log  *syncbuf.Buffer // proc's output, shown when it fails to start
 }
 
 // Start runs a redis-server listening only on a unix socket in a temporary directory, waits
@@ -161,7 +162,7 @@ func (s *Server) start() {
 	} else {
 		args = append(args, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1")
 	}
-	s.log = new(syncBuffer)
+	s.log = new(syncbuf.Buffer)
 	proc := exec.Command(s.bin, args...)
 	proc.Stdout, proc.Stderr = s.log, s.log
 	if err := proc.Start(); err != nil {
@@ -214,22 +215,4 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer collects the server's output from two pipes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
