@@ -150,7 +150,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 		if at.relay != nil && at.relay.stop() {
 			// The holdback timer had already started the answer; it ends here.
 			at.status = 499
-			at.finish(0, "client closed request during the stream's holdback")
+			at.finish("client closed request during the stream's holdback")
 			return
 		}
 		at.upstreamFailed(ctx, err)
@@ -601,7 +601,7 @@ func (at *attempt) fail(status int, msg string) {
 	at.ownHeaders()
 	writeError(at.w, status, errorTypeFor(status), msg)
 	at.status = status
-	at.finish(0, msg)
+	at.finish(msg)
 }
 
 func (at *attempt) noCandidates(err error) {
@@ -631,7 +631,7 @@ func (at *attempt) noCandidates(err error) {
 	at.ownHeaders()
 	writeAPIError(at.w, http.StatusBadRequest, e)
 	at.status = http.StatusBadRequest
-	at.finish(0, e.Error.Message)
+	at.finish(e.Error.Message)
 }
 
 // allBlocked answers 429 when every compatible account is cooling down.
@@ -651,7 +651,7 @@ func (at *attempt) allBlocked() {
 	at.ownHeaders()
 	writeError(at.w, status, errorTypeFor(status), msg+".")
 	at.status = status
-	at.finish(0, msg)
+	at.finish(msg)
 }
 
 func (at *attempt) modelName() string {
@@ -666,7 +666,7 @@ func (at *attempt) upstreamFailed(ctx context.Context, err error) {
 	switch {
 	case at.r.Context().Err() != nil:
 		at.status = 499 // the client went away; nobody reads this answer
-		at.finish(0, "client closed request")
+		at.finish("client closed request")
 		return
 	case ctx.Err() != nil || isTimeout(err):
 		at.fail(http.StatusGatewayTimeout, "the upstream did not answer in time")
@@ -779,7 +779,7 @@ func (at *attempt) ownHeaders() {
 	h["X-Claude-Lb-Overhead-Ms"] = []string{strconv.FormatFloat(float64(max(own, 0))/1e6, 'f', 3, 64)}
 }
 
-func (at *attempt) finish(_ int, errMsg string) { at.finishUsage(usage{}, errMsg) }
+func (at *attempt) finish(errMsg string) { at.finishUsage(usage{}, errMsg) }
 
 // finishUsage records the request in the store, the metrics and the log.
 func (at *attempt) finishUsage(u usage, errMsg string) {
