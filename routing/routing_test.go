@@ -239,3 +239,20 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+func TestUsageFailed(t *testing.T) {
+	for _, tt := range []struct {
+		u    Usage
+		want bool
+	}{
+		{Usage{Status: 200}, false},
+		{Usage{Status: 200, Error: "upstream stream broke"}, true},
+		{Usage{Status: 429}, true},
+		{Usage{Status: 529}, true},
+		{Usage{Status: 499, Error: "client closed request"}, false},
+	} {
+		if got := tt.u.Failed(); got != tt.want {
+			t.Errorf("%+v: Failed = %v, want %v", tt.u, got, tt.want)
+		}
+	}
+}

@@ -111,6 +111,15 @@ type Usage struct {
 	Tried []string `json:"tried,omitempty"`
 }
 
+// Failed reports whether a finished request counts as an error of its account. A client that
+// hung up (499) is not the account's failure.
+func (u *Usage) Failed() bool {
+	if u.Status == 499 {
+		return false
+	}
+	return u.Status >= 400 || u.Error != ""
+}
+
 // HistoryQuery filters the history. Zero values match everything.
 type HistoryQuery struct {
 	Limit   int

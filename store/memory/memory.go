@@ -259,7 +259,7 @@ func (s *Store) Record(_ context.Context, u routing.Usage) error {
 	if u.Account != "" {
 		a := s.accountLocked(u.Account)
 		a.counted = true
-		if u.Status >= 400 || u.Error != "" {
+		if u.Failed() {
 			a.Errors++
 		}
 		a.InputTokens += u.InputTokens

@@ -211,7 +211,7 @@ func (s *Store) Record(ctx context.Context, u routing.Usage) error {
 	pipe := s.c.Pipeline()
 	if u.Account != "" {
 		k := s.acctKey(u.Account)
-		if u.Status >= 400 || u.Error != "" {
+		if u.Failed() {
 			pipe.HIncrBy(ctx, k, "errors", 1)
 		}
 		for _, f := range []struct {
