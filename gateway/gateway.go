@@ -60,6 +60,10 @@ type Options struct {
 	Reload func(ctx context.Context) error
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// FlushBeforeRecord sends a plain answer's last bytes to the client before the usage is
+	// recorded, so a store that costs a network round trip (Redis) does not delay the client.
+	// Off, the store holds the usage by the time the client has the answer (tests rely on it).
+	FlushBeforeRecord bool
 }
 
 // Gateway is the http.Handler of a running claude-lb.

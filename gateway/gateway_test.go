@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/claude-lb/claude-lb/config"
 	"github.com/claude-lb/claude-lb/internal/fakeapi"
 	"github.com/claude-lb/claude-lb/routing"
+	"github.com/claude-lb/claude-lb/store/memory"
 )
 
 func TestSDKThroughGateway(t *testing.T) {
@@ -431,5 +434,47 @@ func TestWebPagesRefused(t *testing.T) {
 	})
 	if code, _, _ := e.post("/v1/messages", msgBody("claude-sonnet-5-5"), "Origin", "https://app.example"); code != 200 {
 		t.Fatalf("keyed request from a page: %d", code)
+	}
+}
+
+// slowRecord is a store whose Record waits for a signal, like a slow Redis round trip.
+type slowRecord struct {
+	*memory.Store
+	release chan struct{}
+}
+
+func (s slowRecord) Record(ctx context.Context, u routing.Usage) error {
+	<-s.release
+	return s.Store.Record(ctx, u)
+}
+
+// TestFlushBeforeRecord: with FlushBeforeRecord the client has the whole answer while the
+// usage record is still in flight; without it, the record comes first.
+func TestFlushBeforeRecord(t *testing.T) {
+	fake := fakeapi.New(t)
+	cfg := config.Default()
+	cfg.Upstream.URL = fake.URL
+	cfg.Accounts = pool()
+	st := slowRecord{memory.New(memory.Options{}), make(chan struct{})}
+	gw, err := New(cfg, Options{Store: st, AdminStore: st, FlushBeforeRecord: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	defer srv.Close()
+	defer close(st.release)
+	e := &env{t: t, srv: srv, fake: fake}
+	done := make(chan string, 1)
+	go func() {
+		code, _, body := e.post("/v1/messages", msgBody("claude-sonnet-5-5"))
+		done <- strconv.Itoa(code) + body
+	}()
+	select {
+	case got := <-done:
+		if !strings.HasPrefix(got, "200") || !strings.Contains(got, `"usage"`) {
+			t.Fatalf("answer %q", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client waited for the usage record")
 	}
 }

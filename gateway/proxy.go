@@ -705,6 +705,9 @@ func (at *attempt) respond(resp *http.Response) {
 			defer tailPool.Put(tail)
 		}
 		errMsg = copyPlain(at.w, resp.Body, tail)
+		if at.g.opts.FlushBeforeRecord && errMsg == "" {
+			_ = http.NewResponseController(at.w).Flush()
+		}
 		if tail != nil {
 			u = tail.usage()
 			at.bindCreated(tail)

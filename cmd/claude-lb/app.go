@@ -110,6 +110,8 @@ func newApp(ctx context.Context, cfg *config.Config, path string, log *slog.Logg
 		Degraded:   degraded,
 		Reload:     a.requestReload,
 		Tokens:     a.tokens,
+		// With Redis the usage record is a round trip: the client need not wait for it.
+		FlushBeforeRecord: a.storeKind == "redis",
 	})
 	if err != nil {
 		return nil, err
