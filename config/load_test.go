@@ -645,3 +645,15 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+func TestIsLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "api.localhost": true, "127.0.0.1": true, "127.1.2.3": true, "::1": true,
+		"[::1]": true, "::ffff:127.0.0.1": true, "0.0.0.0": false, "::": false, "": false,
+		"10.0.0.1": false, "example.com": false, "localhost.example.com": false,
+	} {
+		if got := IsLoopbackHost(host); got != want {
+			t.Errorf("IsLoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -166,18 +166,21 @@ func (k *checker) listen() {
 		k.errf("listen", "listen %q: port %q is not a number from 0 to 65535", c.Listen, port)
 		return
 	}
-	if !isLoopback(host) && len(c.Clients) == 0 && !c.AllowUnauthenticated {
+	if !IsLoopbackHost(host) && len(c.Clients) == 0 && !c.AllowUnauthenticated {
 		k.errf("listen", "listen %s accepts connections from other machines, but no clients are configured; "+
 			"add clients (name and key_sha256), or set allow_unauthenticated: true if everyone who can reach it may use the accounts", c.Listen)
 	}
 }
 
-func isLoopback(host string) bool {
+// IsLoopbackHost reports whether host (a name or an IP, brackets allowed) is this machine
+// only: localhost, *.localhost or a loopback address.
+func IsLoopbackHost(host string) bool {
+	host = strings.Trim(host, "[]")
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return true
 	}
 	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // url checks an http(s) URL. It never prints the URL whole: it could hold a password.
@@ -408,19 +411,7 @@ func (k *checker) accounts() {
 		if !a.Disabled {
 			enabled++
 		}
-		switch {
-		case k.skip(p + ".name"):
-		case a.Name == "":
-			k.errKey(p, "%s has no name; add name: (%s)", p, nameRule)
-		case !nameRE.MatchString(a.Name):
-			k.errf(p+".name", "account name %q: %s", a.Name, nameRule)
-		default:
-			if j, dup := names[a.Name]; dup {
-				k.errf(p+".name", "account name %q is used twice (first by accounts[%d]); names must be unique", a.Name, j)
-			} else {
-				names[a.Name] = i
-			}
-		}
+		k.name(p, "account", "accounts", a.Name, i, names)
 		label := p
 		if a.Name != "" {
 			label = fmt.Sprintf("account %q", a.Name)
@@ -507,24 +498,30 @@ func accountField(a *Account, f string) string {
 	return a.OAuthFile
 }
 
+// name checks the name of list entry i (at path p): present, well formed, and not used by an
+// earlier entry of the same list (names maps each name to its first index).
+func (k *checker) name(p, kind, list, name string, i int, names map[string]int) {
+	switch {
+	case k.skip(p + ".name"):
+	case name == "":
+		k.errKey(p, "%s has no name; add name: (%s)", p, nameRule)
+	case !nameRE.MatchString(name):
+		k.errf(p+".name", "%s name %q: %s", kind, name, nameRule)
+	default:
+		if j, dup := names[name]; dup {
+			k.errf(p+".name", "%s name %q is used twice (first by %s[%d]); names must be unique", kind, name, list, j)
+		} else {
+			names[name] = i
+		}
+	}
+}
+
 func (k *checker) clients() {
 	names := map[string]int{}
 	keys := map[string]int{}
 	for i, cl := range k.c.Clients {
 		p := fmt.Sprintf("clients[%d]", i)
-		switch {
-		case k.skip(p + ".name"):
-		case cl.Name == "":
-			k.errKey(p, "%s has no name; add name: (%s)", p, nameRule)
-		case !nameRE.MatchString(cl.Name):
-			k.errf(p+".name", "client name %q: %s", cl.Name, nameRule)
-		default:
-			if j, dup := names[cl.Name]; dup {
-				k.errf(p+".name", "client name %q is used twice (first by clients[%d]); names must be unique", cl.Name, j)
-			} else {
-				names[cl.Name] = i
-			}
-		}
+		k.name(p, "client", "clients", cl.Name, i, names)
 		h := strings.ToLower(cl.KeySHA256)
 		switch {
 		case k.skip(p + ".key_sha256"):

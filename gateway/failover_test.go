@@ -220,18 +220,8 @@ func TestStreamFailoverBeforeContent(t *testing.T) {
 				}
 				return &fakeapi.Reply{Events: append(ev, fakeapi.Event{Name: "error", Data: `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`})}
 			}, tokWork))
-			c := e.sdk()
-			stream := c.Messages.NewStreaming(t.Context(), anthropic.MessageNewParams{
-				Model: "claude-opus-5-5", MaxTokens: 64,
-				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
-			})
-			var acc anthropic.Message
-			for stream.Next() {
-				if err := acc.Accumulate(stream.Current()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := stream.Err(); err != nil {
+			acc, err := e.streamOpus()
+			if err != nil {
 				t.Fatalf("stream error: %v", err)
 			}
 			if got := e.tried(); !slices.Equal(got, []string{"work", "team"}) || acc.StopReason != anthropic.StopReasonEndTurn {

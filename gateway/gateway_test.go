@@ -38,17 +38,8 @@ func TestSDKThroughGateway(t *testing.T) {
 		t.Fatalf("unexpected message %+v", msg)
 	}
 
-	stream := c.Messages.NewStreaming(ctx, anthropic.MessageNewParams{
-		Model: "claude-opus-5-5", MaxTokens: 64,
-		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
-	})
-	var acc anthropic.Message
-	for stream.Next() {
-		if err := acc.Accumulate(stream.Current()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := stream.Err(); err != nil {
+	acc, err := e.streamOpus()
+	if err != nil {
 		t.Fatalf("stream: %v", err)
 	}
 	if len(acc.Content) == 0 || acc.Content[0].Text == "" || acc.StopReason != anthropic.StopReasonEndTurn {
@@ -476,5 +467,32 @@ func TestFlushBeforeRecord(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the client waited for the usage record")
+	}
+}
+
+// TestDashboardLoopbackRule: without admin.key the dashboard, like the admin API, is for
+// loopback callers only, and a request relayed by a local proxy is not one (DESIGN.md §8).
+func TestDashboardLoopbackRule(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, tt := range []struct {
+		hdr  []string
+		want int
+	}{
+		{nil, 200},
+		{[]string{"X-Forwarded-For", "203.0.113.9"}, 403},
+		{[]string{"Forwarded", "for=203.0.113.9"}, 403},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/dashboard/", nil)
+		for i := 0; i+1 < len(tt.hdr); i += 2 {
+			req.Header.Set(tt.hdr[i], tt.hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%v: %d, want %d", tt.hdr, resp.StatusCode, tt.want)
+		}
 	}
 }

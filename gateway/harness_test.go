@@ -132,3 +132,20 @@ func (e *env) served() map[string]int {
 	}
 	return out
 }
+
+// streamOpus sends a streaming Opus request through the SDK and returns the accumulated
+// message and the stream's error.
+func (e *env) streamOpus() (anthropic.Message, error) {
+	c := e.sdk()
+	stream := c.Messages.NewStreaming(e.t.Context(), anthropic.MessageNewParams{
+		Model: "claude-opus-5-5", MaxTokens: 64,
+		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
+	})
+	var acc anthropic.Message
+	for stream.Next() {
+		if err := acc.Accumulate(stream.Current()); err != nil {
+			return acc, err
+		}
+	}
+	return acc, stream.Err()
+}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"net"
 	"net/http"
 
 	"github.com/claude-lb/claude-lb/config"
@@ -35,19 +34,10 @@ func (g *Gateway) admin() http.Handler {
 func (g *Gateway) dashboard() http.Handler {
 	h := DashboardHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.Snapshot().Config.Admin.Key == "" && !isLoopback(r.RemoteAddr) {
+		if g.Snapshot().Config.Admin.Key == "" && !loopbackClient(r) {
 			writeError(w, http.StatusForbidden, "permission_error", "the dashboard is served to loopback clients only until admin.key is set in claude-lb.yaml")
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-func isLoopback(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -10,7 +11,6 @@ import (
 	"log/slog"
 	"math/bits"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -96,7 +96,7 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 		at.fields = f
 	}
 	at.family = routing.Family(at.fields.Model)
-	at.scopes[0] = "family:" + at.family
+	at.scopes[0] = routing.FamilyScope(at.family)
 	idx, err := s.Table.Candidates(at.fields.Model)
 	if err != nil {
 		at.noCandidates(err)
@@ -239,8 +239,7 @@ func mergeBeta(vals []string) string {
 	return strings.Join(vals, ",") + "," + oauthBeta
 }
 
-// hopHeaders are hop-by-hop (RFC 9110 section 7.6.1) plus the client's own credentials and
-// the encoding, which the transport negotiates itself so the usage tap reads plain bytes.
+// hopHeaders are hop-by-hop (RFC 9110 section 7.6.1): never forwarded in either direction.
 var hopHeaders = []string{
 	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
 	"Te", "Trailer", "Transfer-Encoding", "Upgrade",
@@ -259,6 +258,8 @@ func outboundHeader(in http.Header) http.Header {
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
+	// The client's own credentials never go upstream; the encoding is the transport's to
+	// negotiate, so the usage tap reads plain bytes.
 	delete(h, "X-Api-Key")
 	delete(h, "Authorization")
 	delete(h, "Accept-Encoding")
@@ -306,19 +307,11 @@ func looksJSON(r *http.Request, body []byte) bool {
 	if len(body) == 0 {
 		return false
 	}
-	if i := skipSpace(body); i < len(body) && body[i] == '{' {
+	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) > 0 && t[0] == '{' {
 		return true
 	}
 	ct := strings.ToLower(r.Header.Get("Content-Type"))
 	return ct == "" || strings.HasPrefix(ct, "application/json")
-}
-
-func skipSpace(b []byte) int {
-	i := 0
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
-		i++
-	}
-	return i
 }
 
 // cleanPath refuses dot segments, so /v1/../api/… never reaches the upstream with a pooled
@@ -341,19 +334,11 @@ func (s *Snapshot) sameOrigin(r *http.Request) bool {
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
-		if err != nil || !loopbackHost(u.Hostname()) {
+		if err != nil || !config.IsLoopbackHost(u.Hostname()) {
 			return false
 		}
 	}
 	return true
-}
-
-func loopbackHost(h string) bool {
-	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(strings.Trim(h, "[]"))
-	return ip != nil && ip.IsLoopback()
 }
 
 // bodyReadTimeout bounds the upload of one request body, so slow senders cannot hold
@@ -500,9 +485,6 @@ func (at *attempt) end() {
 	}
 }
 
-// hasNext reports whether another candidate is untried (it may still be cooling down).
-func (at *attempt) hasNext() bool { return len(at.cands) > 0 }
-
 // record applies an attempt's outcome to the account: marks, metrics, and the attempt list.
 func (at *attempt) record(o routing.Outcome, resp *http.Response) {
 	a := &at.s.Accounts[at.current]
@@ -563,7 +545,7 @@ func peekBody(resp *http.Response, n int64) []byte {
 	resp.Body = struct {
 		io.Reader
 		io.Closer
-	}{io.MultiReader(strings.NewReader(string(b)), resp.Body), resp.Body}
+	}{io.MultiReader(bytes.NewReader(b), resp.Body), resp.Body}
 	return b
 }
 

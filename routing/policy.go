@@ -64,7 +64,7 @@ func Classify(now time.Time, cfg PolicyConfig, status int, h Header, body []byte
 		scope := ""
 		if c := h("Anthropic-Ratelimit-Unified-Representative-Claim"); c != "" {
 			if f := Family(c); f != c {
-				scope = "family:" + f
+				scope = FamilyScope(f)
 			}
 		}
 		if until.IsZero() {
@@ -86,7 +86,7 @@ func Classify(now time.Time, cfg PolicyConfig, status int, h Header, body []byte
 			Mark: Mark{Until: now.Add(InvalidCredFor), Reason: "credential rejected (401)"}}
 	case status == 403:
 		return Outcome{Retry: true, Reason: "403",
-			Mark: Mark{Scope: "family:" + family, Until: now.Add(Forbidden), Reason: "forbidden for " + family + " (403)"}}
+			Mark: Mark{Scope: FamilyScope(family), Until: now.Add(Forbidden), Reason: "forbidden for " + family + " (403)"}}
 	case status >= 400:
 		return Outcome{Reason: "4xx"}
 	}

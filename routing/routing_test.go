@@ -256,3 +256,13 @@ func TestUsageFailed(t *testing.T) {
 		}
 	}
 }
+
+func TestFamilyScopeAllocs(t *testing.T) {
+	if FamilyScope("opus") != "family:opus" || FamilyScope("claude-fable-5-2") != "family:claude-fable-5-2" {
+		t.Fatal("wrong scope")
+	}
+	f := Family("claude-sonnet-5-5")
+	if a := testing.AllocsPerRun(100, func() { _ = FamilyScope(f) }); a != 0 {
+		t.Fatalf("FamilyScope of a known family allocates %v times", a)
+	}
+}

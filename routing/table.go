@@ -180,6 +180,20 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// FamilyScope is the mark scope of a model family. The known families' scopes are constants,
+// so the request path does not build the string.
+func FamilyScope(family string) string {
+	switch family {
+	case "opus":
+		return "family:opus"
+	case "sonnet":
+		return "family:sonnet"
+	case "haiku":
+		return "family:haiku"
+	}
+	return "family:" + family
+}
+
 // Family names the model family used to scope cooldowns: opus, sonnet, haiku, or the model
 // id itself for anything else.
 func Family(model string) string {

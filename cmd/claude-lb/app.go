@@ -259,7 +259,7 @@ func checkStillGuarded(served string, cfg *config.Config) error {
 	if err != nil || len(cfg.Clients) > 0 || cfg.AllowUnauthenticated {
 		return nil
 	}
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if config.IsLoopbackHost(host) {
 		return nil
 	}
 	return fmt.Errorf("this gateway serves %s, reachable from other machines (listen changes only on restart), "+
