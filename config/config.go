@@ -80,6 +80,10 @@ type Upstream struct {
 	// Timeout bounds a whole request, all attempts included, until the first response byte
 	// reaches the client; streams then run as long as the upstream sends.
 	Timeout time.Duration `koanf:"timeout"`
+	// HTTP2 sends upstream requests through net/http's transport, which speaks HTTP/2 when
+	// the upstream offers it. Off, the gateway's own HTTP/1.1 transport (lower latency and
+	// memory per stream) serves, unless a proxy from the environment applies.
+	HTTP2 bool `koanf:"http2"`
 }
 
 // Store selects where usage counters, cooldowns and history live.

@@ -878,6 +878,23 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
+// WriteTo writes what is left in one call, so the upstream transport sends a large body with
+// one system call and no copy buffer.
+func (r *bodyReader) WriteTo(w io.Writer) (int64, error) {
+	r.rb.mu.Lock()
+	defer r.rb.mu.Unlock()
+	if r.off >= len(r.rb.b) {
+		r.eof = true
+		return 0, nil
+	}
+	n, err := w.Write(r.rb.b[r.off:])
+	r.off += n
+	if err == nil {
+		r.eof = true
+	}
+	return int64(n), err
+}
+
 // bodyPools recycle request-body buffers by power-of-two capacity, 4 KiB to 64 MiB, so that
 // large bodies neither allocate (and zero) fresh memory per request nor leave it as garbage.
 var bodyPools [15]sync.Pool

@@ -20,6 +20,7 @@ import (
 
 	"github.com/claude-lb/claude-lb/config"
 	"github.com/claude-lb/claude-lb/internal/fakeapi"
+	"github.com/claude-lb/claude-lb/internal/h1"
 	"github.com/claude-lb/claude-lb/routing"
 )
 
@@ -391,7 +392,7 @@ func TestReviewOverheadExcludesHoldbackWait(t *testing.T) {
 
 // closeCounter is the gateway's real transport, counting CloseIdleConnections calls.
 type closeCounter struct {
-	*http.Transport
+	Transport
 	closes atomic.Int32
 }
 
@@ -495,5 +496,18 @@ func TestReviewNoRetryAfterBodyWasSent(t *testing.T) {
 	reqs := e.fake.Requests()
 	if len(reqs) > 1 && reqs[0].BodyLen == len(body) {
 		t.Fatalf("work received the whole body, timed out before its headers, and the request was sent again to %v (client got %d)", e.tried()[1:], code)
+	}
+}
+
+// The upstream transport: claude-lb's own HTTP/1.1 transport by default; net/http's (HTTP/2,
+// proxies) when upstream.http2 asks for it or a proxy from the environment applies.
+func TestNewTransportChoice(t *testing.T) {
+	u := config.Default().Upstream
+	if _, ok := NewTransport(u).(*h1.Transport); !ok {
+		t.Errorf("default: %T, want *h1.Transport", NewTransport(u))
+	}
+	u.HTTP2 = true
+	if _, ok := NewTransport(u).(*http.Transport); !ok {
+		t.Errorf("http2: %T, want *http.Transport", NewTransport(u))
 	}
 }

@@ -287,6 +287,16 @@ func restartOnly(old, cur *config.Config) []string {
 	if old.Replica != cur.Replica {
 		out = append(out, "replica")
 	}
+	// The transport is built once; the upstream URL and the overall timeout are per request.
+	if old.Upstream.ConnectTimeout != cur.Upstream.ConnectTimeout {
+		out = append(out, "upstream.connect_timeout")
+	}
+	if old.Upstream.HeaderTimeout != cur.Upstream.HeaderTimeout {
+		out = append(out, "upstream.header_timeout")
+	}
+	if old.Upstream.HTTP2 != cur.Upstream.HTTP2 {
+		out = append(out, "upstream.http2")
+	}
 	return out
 }
 
