@@ -5,26 +5,33 @@ import (
 	"syscall"
 )
 
-// alive tells whether an idle connection is still open: nothing to read, no end of stream.
-// An upstream closes idle connections on its own schedule; finding that out before the
-// request is written, not after, is what lets the caller try another connection.
-func alive(c net.Conn) bool {
+// peek tells what waits on an idle connection without reading it: nothing (the healthy
+// case), bytes, or the end of the stream (closed or reset).
+func peek(c net.Conn) state {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return true
+		return quiet
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return false
+		return closed
 	}
 	var buf [1]byte
-	live := true
+	st := quiet
 	err = rc.Read(func(fd uintptr) bool {
-		_, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// Only "nothing to read yet" is alive: bytes on an idle connection (a TLS alert, a
-		// stray answer), an end of stream and a reset all mean it cannot carry an exchange.
-		live = rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK
+		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK:
+			st = quiet
+		case rerr == nil && n > 0:
+			st = pending
+		default:
+			st = closed
+		}
 		return true
 	})
-	return err == nil && live
+	if err != nil {
+		return closed
+	}
+	return st
 }

@@ -121,11 +121,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, t.fail(ctx, "reading the answer", err)
 	}
+	last := resp.Close || req.Close
 	if resp.Body == http.NoBody {
-		t.release(c, stop, resp.Close)
+		t.release(c, stop, last)
 		return resp, nil
 	}
-	resp.Body = &body{rc: resp.Body, t: t, c: c, ctx: ctx, stop: stop, close: resp.Close}
+	resp.Body = &body{rc: resp.Body, t: t, c: c, ctx: ctx, stop: stop, close: last}
 	return resp, nil
 }
 
@@ -187,7 +188,7 @@ func (t *Transport) get(ctx context.Context, key, addr, host string) (*conn, err
 		t.mu.Unlock()
 		// The upstream may have closed it while idle: take only a connection that has
 		// nothing to read, and is young enough that the upstream still keeps it.
-		if time.Since(c.idleAt) < t.idleTimeout() && alive(c.tcp) {
+		if time.Since(c.idleAt) < t.idleTimeout() && c.alive() {
 			c.reused = true
 			return c, nil
 		}
@@ -233,6 +234,36 @@ func (t *Transport) dial(ctx context.Context, key, addr, host string) (*conn, er
 	}
 	c.br = bufio.NewReaderSize(c.nc, 4<<10)
 	return c, nil
+}
+
+type state int
+
+const (
+	quiet   state = iota // nothing to read: the connection can carry an exchange
+	pending              // bytes arrived while idle
+	closed               // end of stream, reset or unusable
+)
+
+// alive tells whether an idle connection can carry another exchange. An upstream closes
+// idle connections on its own schedule; finding that out before the request is written, not
+// after, is what lets the request go out on another connection.
+func (c *conn) alive() bool {
+	switch peek(c.tcp) {
+	case quiet:
+		return true
+	case closed:
+		return false
+	}
+	// Bytes on an idle plain connection are a stray answer. On TLS they may be a message the
+	// TLS layer consumes (a session ticket, a key update) or a close_notify alert: let it read
+	// them, briefly, and keep the connection only if no application data or end follows.
+	if _, ok := c.nc.(*tls.Conn); !ok || c.br.Buffered() > 0 {
+		return false
+	}
+	c.nc.SetReadDeadline(time.Now().Add(time.Millisecond))
+	_, err := c.br.Peek(1)
+	c.nc.SetReadDeadline(time.Time{})
+	return isTimeout(err) && c.br.Buffered() == 0
 }
 
 // release ends an exchange: the connection goes back to the pool when the answer allows it

@@ -588,3 +588,31 @@ func TestUnsupportedURL(t *testing.T) {
 		}
 	}
 }
+
+// A TLS upstream that closes idle connections (close_notify, then FIN) is noticed before the
+// next request is written: it goes out on a new connection.
+func TestTLSUpstreamClosesIdleConnection(t *testing.T) {
+	s := &server{}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok"))
+	}))
+	s.Config.IdleTimeout = 30 * time.Millisecond
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	tr := newTransport(t)
+	tr.TLSClientConfig = s.Client().Transport.(*http.Transport).TLSClientConfig
+	for i := range 3 {
+		if _, got := do(t, tr, post(t, s.URL, []byte("{}"))); got != "ok" {
+			t.Fatal(got)
+		}
+		time.Sleep(150 * time.Millisecond)
+		if n := s.conns.Load(); int(n) != i+1 {
+			t.Fatalf("after %d exchanges: %d connections", i+1, n)
+		}
+	}
+}
