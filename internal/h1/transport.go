@@ -439,6 +439,14 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Wait returns once the answer has bytes to read, or has ended, without reading them: a relay
+// can wait out a quiet stream without holding a read buffer. Read reports any error.
+func (b *body) Wait() {
+	if !b.done.Load() {
+		b.c.br.Peek(1)
+	}
+}
+
 // Close may be called from another goroutine while Read waits: closing the socket ends it.
 func (b *body) Close() error {
 	if b.done.CompareAndSwap(false, true) {

@@ -616,3 +616,42 @@ func TestTLSUpstreamClosesIdleConnection(t *testing.T) {
 		}
 	}
 }
+
+// Wait returns once bytes are there, without taking them, and at once on a closed body.
+func TestWaitTakesNothing(t *testing.T) {
+	next := make(chan struct{})
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("data: 1\n\n"))
+		w.(http.Flusher).Flush()
+		<-next
+		w.Write([]byte("data: 2\n\n"))
+	})
+	resp, err := newTransport(t).RoundTrip(post(t, srv.URL, []byte("{}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := resp.Body.(interface{ Wait() })
+	w.Wait()
+	buf := make([]byte, 64)
+	if n, err := resp.Body.Read(buf); string(buf[:n]) != "data: 1\n\n" || err != nil {
+		t.Fatalf("%q %v", buf[:n], err)
+	}
+	waited := make(chan struct{})
+	go func() { w.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("Wait returned with nothing to read")
+	case <-time.After(50 * time.Millisecond):
+	}
+	next <- struct{}{}
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return when bytes arrived")
+	}
+	if got, err := io.ReadAll(resp.Body); string(got) != "data: 2\n\n" || err != nil {
+		t.Fatalf("%q %v", got, err)
+	}
+	resp.Body.Close()
+	w.Wait() // returns at once on a finished body
+}
