@@ -687,15 +687,30 @@ func (at *attempt) respond(resp *http.Response) {
 			defer tailPool.Put(tail)
 		}
 		errMsg = copyPlain(at.w, resp.Body, tail)
-		if at.g.opts.FlushBeforeRecord && errMsg == "" {
-			_ = http.NewResponseController(at.w).Flush()
-		}
 		if tail != nil {
 			u = tail.usage()
+			// Before the client has the id and can ask for the batch or file by it.
 			at.bindCreated(tail)
 		}
+		// The answer goes out before the metrics and the log line (and, with a store that
+		// costs a round trip, before the usage record), not when the handler returns.
+		if !at.g.opts.FlushBeforeRecord {
+			at.recordUsage(u, errMsg)
+		}
+		at.flushPlain(errMsg)
+		if at.g.opts.FlushBeforeRecord {
+			at.recordUsage(u, errMsg)
+		}
+		at.report(u, errMsg)
+		return
 	}
 	at.finishUsage(u, errMsg)
+}
+
+func (at *attempt) flushPlain(errMsg string) {
+	if errMsg == "" {
+		_ = http.NewResponseController(at.w).Flush()
+	}
 }
 
 // resourceTTL is how long a created batch or file stays bound to its account: batch results
@@ -768,27 +783,42 @@ func (at *attempt) finish(errMsg string) { at.finishUsage(usage{}, errMsg) }
 
 // finishUsage records the request in the store, the metrics and the log.
 func (at *attempt) finishUsage(u usage, errMsg string) {
-	d := at.g.now().Sub(at.start)
-	acct := ""
+	at.recordUsage(u, errMsg)
+	at.report(u, errMsg)
+}
+
+func (at *attempt) account() string {
 	if at.current >= 0 {
-		acct = at.s.Accounts[at.current].Name
+		return at.s.Accounts[at.current].Name
 	}
-	model := at.fields.Model
-	at.g.obs.Request(model, acct, at.status, at.n, d)
-	if acct != "" && (u.in|u.out|u.cacheRead|u.cacheWrite) != 0 {
-		at.g.obs.Tokens(acct, model, u.in, u.out, u.cacheRead, u.cacheWrite)
+	return ""
+}
+
+// recordUsage puts the request in the store: usage counters and history.
+func (at *attempt) recordUsage(u usage, errMsg string) {
+	acct := at.account()
+	if acct == "" && at.status < 400 {
+		return
 	}
 	rec := routing.Usage{
 		Time: at.start, RequestID: requestID(at), Replica: at.g.opts.Replica, Client: at.client,
-		Method: at.r.Method, Path: at.r.URL.Path, Model: model, Account: acct, Attempts: at.n,
-		Status: at.status, Stream: at.fields.Stream, Latency: d, Error: errMsg,
+		Method: at.r.Method, Path: at.r.URL.Path, Model: at.fields.Model, Account: acct, Attempts: at.n,
+		Status: at.status, Stream: at.fields.Stream, Latency: at.g.now().Sub(at.start), Error: errMsg,
 		InputTokens: u.in, OutputTokens: u.out, CacheReadTokens: u.cacheRead, CacheCreationTokens: u.cacheWrite,
 		Tried: at.tried,
 	}
-	if acct != "" || at.status >= 400 {
-		if err := at.g.opts.Store.Record(context.WithoutCancel(at.r.Context()), rec); err != nil {
-			at.g.log.Warn("cannot record usage", "err", err)
-		}
+	if err := at.g.opts.Store.Record(context.WithoutCancel(at.r.Context()), rec); err != nil {
+		at.g.log.Warn("cannot record usage", "err", err)
+	}
+}
+
+// report counts the request in the metrics and logs it.
+func (at *attempt) report(u usage, errMsg string) {
+	d := at.g.now().Sub(at.start)
+	acct, model := at.account(), at.fields.Model
+	at.g.obs.Request(model, acct, at.status, at.n, d)
+	if acct != "" && (u.in|u.out|u.cacheRead|u.cacheWrite) != 0 {
+		at.g.obs.Tokens(acct, model, u.in, u.out, u.cacheRead, u.cacheWrite)
 	}
 	lvl := slog.LevelInfo
 	if at.status >= 500 || at.status == 499 {
@@ -807,8 +837,8 @@ func (at *attempt) finishUsage(u usage, errMsg string) {
 			slog.Int("status", at.status),
 			slog.Duration("latency", d),
 		)
-		if rec.RequestID != "" {
-			attrs = append(attrs, slog.String("request_id", rec.RequestID))
+		if id := requestID(at); id != "" {
+			attrs = append(attrs, slog.String("request_id", id))
 		}
 		if at.client != "" {
 			attrs = append(attrs, slog.String("client", at.client))

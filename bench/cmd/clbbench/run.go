@@ -379,10 +379,21 @@ func (b *bench) measure() error {
 				return fmt.Errorf("%s: %w", t.label, err)
 			}
 		}
-		r, err := c.do(t.reqStream, true)
-		c.close()
-		if err != nil || r.sum != b.want {
-			return fmt.Errorf("%s: the first stream does not match the upstream's: %v", t.label, err)
+		// A proxy that cuts streams (the Go floor: golang/go#40747) may cut this one too: that
+		// is noted, and only a proxy that cannot relay one stream in three stops the run.
+		for try := 1; ; try++ {
+			r, err := c.do(t.reqStream, true)
+			c.close()
+			if err == nil && r.sum == b.want {
+				break
+			}
+			b.notes = append(b.notes, fmt.Sprintf("%s cut a warm-up stream short (try %d of 3): %v", t.label, try, err))
+			if try == 3 {
+				return fmt.Errorf("%s: the first stream does not match the upstream's: %v", t.label, err)
+			}
+			if c, err = dial(t.addr); err != nil {
+				return err
+			}
 		}
 	}
 	time.Sleep(time.Second)
