@@ -174,6 +174,9 @@ func (b *bench) table(took time.Duration) string {
 				sb.WriteString(" — |")
 			case r.added && c == tDirect:
 				sb.WriteString(" (" + format(x, r.prec) + ") |")
+			case r.added && x < 0:
+				// Faster than direct: the round's direct figure was the noisier one.
+				sb.WriteString(" −" + format(-x, r.prec) + " |")
 			case r.added:
 				sb.WriteString(" +" + format(x, r.prec) + " |")
 			default:
