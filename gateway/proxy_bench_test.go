@@ -291,4 +291,4 @@ func TestProxyAllocs(t *testing.T) {
 }
 
 // proxyAllocLimit is TestProxyAllocs' bound.
-const proxyAllocLimit = 180
+const proxyAllocLimit = 125
