@@ -26,6 +26,12 @@ type server struct {
 }
 
 func newServer(t *testing.T, h http.HandlerFunc) *server {
+	return startServer(t, h, false, nil)
+}
+
+// startServer starts h, on TLS (HTTP/2 offered too) when tls is set, after setup adjusts the
+// server.
+func startServer(t *testing.T, h http.HandlerFunc, tls bool, setup func(*http.Server)) *server {
 	t.Helper()
 	s := &server{}
 	s.Server = httptest.NewUnstartedServer(h)
@@ -37,9 +43,24 @@ func newServer(t *testing.T, h http.HandlerFunc) *server {
 			s.closed.Add(1)
 		}
 	}
-	s.Start()
+	if setup != nil {
+		setup(s.Config)
+	}
+	if tls {
+		s.EnableHTTP2 = true
+		s.StartTLS()
+	} else {
+		s.Start()
+	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// trusting is a transport that trusts s's certificate.
+func trusting(t *testing.T, s *server) *Transport {
+	tr := newTransport(t)
+	tr.TLSClientConfig = s.Client().Transport.(*http.Transport).TLSClientConfig
+	return tr
 }
 
 func newTransport(t *testing.T) *Transport {
@@ -465,20 +486,10 @@ func TestHeaderInjectionRefused(t *testing.T) {
 // https: the handshake offers only http/1.1 (the test server also offers h2), and the
 // connection is pooled like a plain one.
 func TestTLS(t *testing.T) {
-	s := &server{}
-	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %v", r.Proto, r.TLS != nil)
-	}))
-	s.EnableHTTP2 = true
-	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			s.conns.Add(1)
-		}
-	}
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	tr := newTransport(t)
-	tr.TLSClientConfig = s.Client().Transport.(*http.Transport).TLSClientConfig
+	}, true, nil)
+	tr := trusting(t, s)
 	for range 3 {
 		if _, got := do(t, tr, post(t, s.URL, []byte("{}"))); got != "HTTP/1.1 true" {
 			t.Fatal(got)
@@ -592,20 +603,10 @@ func TestUnsupportedURL(t *testing.T) {
 // A TLS upstream that closes idle connections (close_notify, then FIN) is noticed before the
 // next request is written: it goes out on a new connection.
 func TestTLSUpstreamClosesIdleConnection(t *testing.T) {
-	s := &server{}
-	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := startServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok"))
-	}))
-	s.Config.IdleTimeout = 30 * time.Millisecond
-	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			s.conns.Add(1)
-		}
-	}
-	s.StartTLS()
-	t.Cleanup(s.Close)
-	tr := newTransport(t)
-	tr.TLSClientConfig = s.Client().Transport.(*http.Transport).TLSClientConfig
+	}, true, func(c *http.Server) { c.IdleTimeout = 30 * time.Millisecond })
+	tr := trusting(t, s)
 	for i := range 3 {
 		if _, got := do(t, tr, post(t, s.URL, []byte("{}"))); got != "ok" {
 			t.Fatal(got)
