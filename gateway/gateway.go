@@ -116,10 +116,10 @@ type Transport interface {
 //
 // It is h1's HTTP/1.1 transport, which runs each exchange on the request's goroutine (see
 // docs/performance.md: it halves the latency a Go proxy adds), unless a proxy from the
-// environment (HTTPS_PROXY, HTTP_PROXY) applies to the upstream, or upstream.http2 asks for
-// HTTP/2: then net/http's Transport.
+// environment (HTTPS_PROXY, HTTP_PROXY) applies to the upstream, upstream.http2 asks for
+// HTTP/2, or the system cannot check idle connections (h1.Supported): then net/http's.
 func NewTransport(u config.Upstream) Transport {
-	if !u.HTTP2 && proxyFor(u.URL) == nil {
+	if !u.HTTP2 && h1.Supported() && proxyFor(u.URL) == nil {
 		return &h1.Transport{
 			DialTimeout:           u.ConnectTimeout,
 			ResponseHeaderTimeout: u.HeaderTimeout,

@@ -127,7 +127,9 @@ func (g *Gateway) proxy(w http.ResponseWriter, r *http.Request) {
 		at.allBlocked()
 		return
 	}
-	var raw any = body
+	// No body bytes, no body: go-retryablehttp would wrap even an empty slice in a reader,
+	// and a GET would reach the upstream with a (chunked, empty) body.
+	var raw any
 	if len(body) > 0 {
 		at.body = &replayBody{b: body}
 		raw = retryablehttp.ReaderFunc(at.body.reader)

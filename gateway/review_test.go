@@ -511,3 +511,47 @@ func TestNewTransportChoice(t *testing.T) {
 		t.Errorf("http2: %T, want *http.Transport", NewTransport(u))
 	}
 }
+
+// Requests without a body reach the upstream without one (no Transfer-Encoding: some
+// proxies refuse a GET with a body as a smuggling attempt), and a small 429 relayed to the
+// client (its body peeked for the classification, then read again) ends cleanly, with no
+// error in the log or the history.
+func TestBodylessRequestsAndRelayed429(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, m := range []string{http.MethodGet, http.MethodDelete} {
+		req, _ := http.NewRequest(m, e.srv.URL+"/v1/files/file_1", nil)
+		req.Header.Set("x-api-key", clientKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	reqs := e.fake.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d upstream requests", len(reqs))
+	}
+	for _, r := range reqs {
+		if len(r.TransferEncoding) != 0 || r.ContentLength != 0 || r.BodyLen != 0 {
+			t.Errorf("%s arrived with te=%v cl=%d body=%d bytes, want no body", r.Method, r.TransferEncoding, r.ContentLength, r.BodyLen)
+		}
+	}
+
+	e.fake.Script(func(*fakeapi.Request) *fakeapi.Reply {
+		return &fakeapi.Reply{Status: 429, Body: fakeapi.ErrorJSON("rate_limit_error", "Extra usage is required for long context requests.")}
+	})
+	code, _, body := e.post("/v1/messages", msgBody("claude-sonnet-5-5"))
+	if code != 429 || !strings.Contains(body, "Extra usage is required") {
+		t.Fatalf("%d %s", code, body)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "h1:") || strings.Contains(logs, "relay") {
+		t.Fatalf("the relayed 429 logged an error:\n%s", logs)
+	}
+	h, err := e.store.History(context.Background(), routing.HistoryQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) == 0 || h[0].Status != 429 || h[0].Error != "" {
+		t.Fatalf("history: %+v", h)
+	}
+}

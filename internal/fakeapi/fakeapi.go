@@ -102,6 +102,9 @@ type Request struct {
 	// Stream is the body's top-level "stream" == true.
 	Stream  bool
 	BodyLen int
+	// TransferEncoding and ContentLength are the request's framing as it arrived.
+	TransferEncoding []string
+	ContentLength    int64
 	// Body is the raw body as received (with Record(false): valid only during
 	// the Script call).
 	Body []byte
@@ -357,6 +360,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Header:   r.Header,
 		BodyLen:  len(body),
 		Body:     body,
+
+		TransferEncoding: r.TransferEncoding,
+		ContentLength:    r.ContentLength,
 	}
 	if keep {
 		req.Header = r.Header.Clone()

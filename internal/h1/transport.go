@@ -23,10 +23,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"net/http/httputil"
-	"strconv"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -70,46 +68,76 @@ type conn struct {
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	key, addr, host, err := target(req)
+	if err == nil {
+		err = checkRequest(req)
+	}
 	if err != nil {
 		closeBody(req)
 		return nil, err
 	}
-	if err := checkHeader(req.Header); err != nil {
-		closeBody(req)
+	ob, err := outgoing(req)
+	if err != nil {
 		return nil, err
 	}
 	trace := httptrace.ContextClientTrace(ctx)
 	c, err := t.get(ctx, key, addr, host)
 	if err != nil {
-		closeBody(req)
+		ob.close()
+		return nil, t.fail(ctx, "connecting to "+addr, err)
+	}
+	resp, err, again := t.exchange(ctx, c, req, ob, trace)
+	if !again {
+		return resp, err
+	}
+	// The upstream closed a reused connection as the request went out, before any answer:
+	// what net/http retries, on the same terms (a request replayable without risk).
+	if ob, err = outgoing(replay(req)); err != nil {
 		return nil, err
 	}
+	if c, err = t.dial(ctx, key, addr, host); err != nil {
+		ob.close()
+		return nil, t.fail(ctx, "connecting to "+addr, err)
+	}
+	resp, err, _ = t.exchange(ctx, c, req, ob, trace)
+	return resp, err
+}
+
+// exchange writes req on c and reads the answer's head. again is set when c was a reused
+// connection that ended before any answer byte and req may be sent once more.
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ob outBody, trace *httptrace.ClientTrace) (resp *http.Response, err error, again bool) {
 	if trace != nil && trace.GotConn != nil {
 		trace.GotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: c.reused})
 	}
 	// A cancelled request closes the socket: that unblocks this goroutine wherever it waits,
 	// and the connection is never pooled again.
 	stop := context.AfterFunc(ctx, func() { c.tcp.Close() })
-
-	err = writeRequest(c.nc, req)
+	sw := &sockWriter{c: c.nc}
+	err = writeRequest(sw, req, ob)
 	if trace != nil && trace.WroteRequest != nil {
 		trace.WroteRequest(httptrace.WroteRequestInfo{Err: err})
 	}
 	if err != nil {
 		// An upstream that refuses a body (413) may answer and close before reading it all;
-		// its answer is worth more than the write error.
-		if resp := t.earlyAnswer(c, req); resp != nil {
-			stop()
-			return resp, nil
+		// its answer is worth more than the write error. A body that failed on its own side
+		// (short, long, broken) leaves nothing to wait for.
+		if sw.err != nil {
+			if resp := t.earlyAnswer(ctx, c, req, stop); resp != nil {
+				return resp, nil, false
+			}
 		}
 		stop()
 		c.tcp.Close()
-		return nil, t.fail(ctx, "writing the request", err)
+		return nil, t.fail(ctx, "writing the request", err), false
 	}
 	if t.ResponseHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
 	}
-	resp, err := readResponse(c.br, req)
+	if _, err = c.br.Peek(1); err != nil && c.reused && ctx.Err() == nil && closedEarly(err) && replayable(req) {
+		stop()
+		c.tcp.Close()
+		return nil, nil, true
+	}
+	resp, err = readResponse(c.br, req)
 	if err == nil && t.ResponseHeaderTimeout > 0 {
 		err = c.nc.SetReadDeadline(time.Time{})
 	}
@@ -117,17 +145,68 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		stop()
 		c.tcp.Close()
 		if isTimeout(err) && ctx.Err() == nil {
-			return nil, headerTimeoutError{}
+			return nil, headerTimeoutError{}, false
 		}
-		return nil, t.fail(ctx, "reading the answer", err)
+		return nil, t.fail(ctx, "reading the answer", err), false
 	}
-	last := resp.Close || req.Close
+	last := resp.Close || ob.closeConn
 	if resp.Body == http.NoBody {
 		t.release(c, stop, last)
-		return resp, nil
+		return resp, nil, false
 	}
 	resp.Body = &body{rc: resp.Body, t: t, c: c, ctx: ctx, stop: stop, close: last}
-	return resp, nil
+	return resp, nil, false
+}
+
+// closedEarly tells whether a connection ended without a byte of an answer: closed or reset.
+func closedEarly(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// replayable is net/http's rule for sending a request again after a reused connection failed
+// under it: an idempotent method, or an idempotency key, and a body that can be had again.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	default:
+		if req.Header["Idempotency-Key"] == nil && req.Header["X-Idempotency-Key"] == nil {
+			return false
+		}
+	}
+	return req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+}
+
+// replay returns req with a fresh body for a second sending.
+func replay(req *http.Request) *http.Request {
+	if req.Body == nil || req.Body == http.NoBody {
+		return req
+	}
+	r := *req
+	b, err := req.GetBody()
+	if err != nil {
+		b = errBody{err}
+	}
+	r.Body = b
+	return &r
+}
+
+type errBody struct{ err error }
+
+func (e errBody) Read([]byte) (int, error) { return 0, e.err }
+func (errBody) Close() error               { return nil }
+
+// sockWriter remembers whether a write failed on the socket, as opposed to the body.
+type sockWriter struct {
+	c   net.Conn
+	err error
+}
+
+func (w *sockWriter) Write(p []byte) (int, error) {
+	n, err := w.c.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
 }
 
 // CloseIdleConnections closes the pooled connections; those in use are not affected.
@@ -362,8 +441,8 @@ func isTimeout(err error) bool {
 }
 
 // earlyAnswer reads an answer the upstream sent before it stopped reading the request, if
-// one arrived within a second; the connection is closed either way.
-func (t *Transport) earlyAnswer(c *conn, req *http.Request) *http.Response {
+// one arrived within a second; the connection ends with that answer.
+func (t *Transport) earlyAnswer(ctx context.Context, c *conn, req *http.Request, stop func() bool) *http.Response {
 	c.nc.SetReadDeadline(time.Now().Add(time.Second))
 	resp, err := readResponse(c.br, req)
 	if err != nil {
@@ -371,20 +450,17 @@ func (t *Transport) earlyAnswer(c *conn, req *http.Request) *http.Response {
 	}
 	c.nc.SetReadDeadline(time.Time{})
 	resp.Close = true
-	resp.Body = &closer{ReadCloser: resp.Body, c: c.tcp}
+	if resp.Body == http.NoBody {
+		t.release(c, stop, true)
+	} else {
+		resp.Body = &body{rc: resp.Body, t: t, c: c, ctx: ctx, stop: stop, close: true}
+	}
 	return resp
 }
 
-type closer struct {
-	io.ReadCloser
-	c io.Closer
-}
-
-func (c *closer) Close() error { c.c.Close(); return nil }
-
 // readResponse reads an answer's head, skipping informational (1xx) answers.
 func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
-	for {
+	for range 5 {
 		resp, err := http.ReadResponse(br, req)
 		if err != nil {
 			return nil, err
@@ -397,198 +473,5 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 		}
 		return resp, nil
 	}
-}
-
-// body is an answer's body. Reading it to the end hands the connection back to the pool;
-// closing it earlier closes the connection, since what is left of the answer is unread.
-type body struct {
-	rc    io.ReadCloser
-	t     *Transport
-	c     *conn
-	ctx   context.Context
-	stop  func() bool
-	close bool
-	done  atomic.Bool
-}
-
-func (b *body) Read(p []byte) (int, error) {
-	if b.done.Load() {
-		return 0, errBodyClosed
-	}
-	n, err := b.rc.Read(p)
-	if err == io.EOF {
-		if b.done.CompareAndSwap(false, true) {
-			b.t.release(b.c, b.stop, b.close)
-		}
-		return n, io.EOF
-	}
-	if err != nil {
-		mine := b.done.CompareAndSwap(false, true)
-		if mine {
-			b.stop()
-			b.c.tcp.Close()
-		}
-		if ce := context.Cause(b.ctx); ce != nil {
-			return n, ce
-		}
-		if !mine {
-			return n, errBodyClosed // Close ended this read
-		}
-		return n, b.t.fail(b.ctx, "reading the answer's body", err)
-	}
-	return n, nil
-}
-
-// Wait returns once the answer has bytes to read, or has ended, without reading them: a relay
-// can wait out a quiet stream without holding a read buffer. Read reports any error.
-func (b *body) Wait() {
-	if !b.done.Load() {
-		b.c.br.Peek(1)
-	}
-}
-
-// Close may be called from another goroutine while Read waits: closing the socket ends it.
-func (b *body) Close() error {
-	if b.done.CompareAndSwap(false, true) {
-		b.stop()
-		b.c.tcp.Close()
-	}
-	return nil
-}
-
-var errBodyClosed = errors.New("h1: read on a closed answer body")
-
-// writeRequest writes req's head and body in one buffered write where they fit.
-func writeRequest(w io.Writer, req *http.Request) (err error) {
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
-	defer func() {
-		bw.Reset(nil)
-		writers.Put(bw)
-	}()
-	defer closeBody(req)
-
-	uri := req.URL.RequestURI()
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	bw.WriteString(req.Method)
-	bw.WriteByte(' ')
-	bw.WriteString(uri)
-	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(host)
-	bw.WriteString("\r\n")
-	for k, vs := range req.Header {
-		if k == "Host" || k == "Content-Length" || k == "Transfer-Encoding" || k == "Connection" {
-			continue
-		}
-		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
-		}
-	}
-	hasBody := req.Body != nil && req.Body != http.NoBody
-	chunked := hasBody && req.ContentLength <= 0
-	switch {
-	case chunked:
-		bw.WriteString("Transfer-Encoding: chunked\r\n")
-	case req.ContentLength > 0:
-		bw.WriteString("Content-Length: ")
-		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), req.ContentLength, 10))
-		bw.WriteString("\r\n")
-	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
-		bw.WriteString("Content-Length: 0\r\n")
-	}
-	if req.Close {
-		bw.WriteString("Connection: close\r\n")
-	}
-	bw.WriteString("\r\n")
-	if hasBody {
-		var n int64
-		if chunked {
-			cw := httputil.NewChunkedWriter(bw)
-			n, err = copyBody(cw, req.Body)
-			if err == nil {
-				err = cw.Close()
-			}
-			if err == nil {
-				_, err = bw.WriteString("\r\n")
-			}
-		} else {
-			n, err = copyBody(bw, req.Body)
-			if err == nil && n != req.ContentLength {
-				err = fmt.Errorf("h1: the request body had %d bytes, not its Content-Length %d", n, req.ContentLength)
-			}
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return bw.Flush()
-}
-
-// copyBody copies without a buffer of its own: a body that can write itself (the gateway's
-// replayed bodies) does, in one write past what fits the buffer; others read into the
-// writer's free space.
-func copyBody(w io.Writer, r io.Reader) (int64, error) {
-	if wt, ok := r.(io.WriterTo); ok {
-		return wt.WriteTo(w)
-	}
-	if bw, ok := w.(*bufio.Writer); ok {
-		var n int64
-		for {
-			if bw.Available() == 0 {
-				if err := bw.Flush(); err != nil {
-					return n, err
-				}
-			}
-			p := bw.AvailableBuffer()[:bw.Available()]
-			m, err := r.Read(p)
-			bw.Write(p[:m])
-			n += int64(m)
-			if err == io.EOF {
-				return n, nil
-			}
-			if err != nil {
-				return n, err
-			}
-		}
-	}
-	return io.Copy(w, r)
-}
-
-var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-
-// checkHeader refuses header names and values that would split the request: the gateway's
-// own values (credentials from the config) are not checked by any parser on their way here.
-func checkHeader(h http.Header) error {
-	for k, vs := range h {
-		if !validName(k) {
-			return fmt.Errorf("h1: invalid header name %q", k)
-		}
-		for _, v := range vs {
-			for i := 0; i < len(v); i++ {
-				if c := v[i]; c == '\r' || c == '\n' || c == 0 {
-					return fmt.Errorf("h1: invalid value for header %s", k)
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func validName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c <= ' ' || c >= 0x7f || c == ':' {
-			return false
-		}
-	}
-	return true
+	return nil, errors.New("h1: too many informational answers")
 }

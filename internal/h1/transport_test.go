@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -478,6 +479,18 @@ func TestHeaderInjectionRefused(t *testing.T) {
 			t.Errorf("the error repeats the header's value: %v", err)
 		}
 	}
+	for _, f := range []func(*http.Request){
+		func(r *http.Request) { r.Host = "example.com\r\nX-Evil: 1" },
+		func(r *http.Request) { r.Host = "example.com x" },
+		func(r *http.Request) { r.Method = "POST /x HTTP/1.1\r\n" },
+		func(r *http.Request) { r.Header = http.Header{"X-Api-Key": {"sk-1\x7f"}} },
+	} {
+		req := post(t, srv.URL, []byte("{}"))
+		f(req)
+		if _, err := newTransport(t).RoundTrip(req); err == nil {
+			t.Errorf("%q %q %q: sent", req.Method, req.Host, req.Header)
+		}
+	}
 	if n := srv.conns.Load(); n != 0 {
 		t.Fatalf("%d connections opened for refused requests", n)
 	}
@@ -655,4 +668,177 @@ func TestWaitTakesNothing(t *testing.T) {
 	}
 	resp.Body.Close()
 	w.Wait() // returns at once on a finished body
+}
+
+// A request without body bytes goes out without a body, whatever form the empty body takes
+// (net/http's clients use a zero Content-Length with a reader for "unknown"): a GET must not
+// reach the upstream chunked. A body of unknown length still goes out chunked.
+func TestEmptyBodiesSendNoBody(t *testing.T) {
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s te=%v cl=%d body=%q", r.Method, r.TransferEncoding, r.ContentLength, b)
+	})
+	tr := newTransport(t)
+	for _, c := range []struct {
+		method string
+		body   io.Reader
+		want   string
+	}{
+		{"GET", bytes.NewReader(nil), `GET te=[] cl=0 body=""`},
+		{"DELETE", strings.NewReader(""), `DELETE te=[] cl=0 body=""`},
+		{"POST", bytes.NewReader(nil), `POST te=[] cl=0 body=""`},
+		{"POST", io.MultiReader(strings.NewReader("ab"), strings.NewReader("c")), `POST te=[chunked] cl=-1 body="abc"`},
+	} {
+		req, err := http.NewRequest(c.method, srv.URL, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = 0
+		if _, got := do(t, tr, req); got != c.want {
+			t.Errorf("got %q, want %q", got, c.want)
+		}
+	}
+}
+
+// Reading a body again after its end gives io.EOF again, as net/http's bodies do
+// (io.MultiReader and bufio read once more).
+func TestReadAfterEndIsEOF(t *testing.T) {
+	srv := newServer(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	resp, err := newTransport(t).RoundTrip(post(t, srv.URL, []byte("{}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := io.ReadAll(resp.Body); string(b) != "ok" || err != nil {
+		t.Fatalf("%q %v", b, err)
+	}
+	for range 2 {
+		if n, err := resp.Body.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+			t.Fatalf("read after the end: %d, %v; want 0, io.EOF", n, err)
+		}
+	}
+}
+
+// The upstream closes a reused connection as the next request goes out, before any answer: a
+// request safe to repeat (GET) is sent again on a new connection, as net/http does; a POST is
+// not, since the upstream may have acted on it.
+func TestReusedConnectionClosedUnderRequest(t *testing.T) {
+	var conns atomic.Int32
+	url := rawServer(t, func(n int, c net.Conn, br *bufio.Reader) {
+		conns.Add(1)
+		if readRequest(t, br) == nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		// Take the next request, then close without a word.
+		readRequest(t, br)
+	})
+	for _, c := range []struct {
+		method string
+		ok     bool
+	}{{"GET", true}, {"POST", false}} {
+		tr := newTransport(t)
+		req, _ := http.NewRequest(c.method, url, nil)
+		if _, got := do(t, tr, req); got != "ok" {
+			t.Fatal(got)
+		}
+		req, _ = http.NewRequest(c.method, url, nil)
+		resp, err := tr.RoundTrip(req)
+		if c.ok {
+			if err != nil {
+				t.Fatalf("%s on a connection closed under it: %v, want a retry on a new one", c.method, err)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != "ok" {
+				t.Fatalf("%s retried: %q", c.method, b)
+			}
+			resp.Body.Close()
+		} else if err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s was sent twice", c.method)
+		}
+	}
+}
+
+// A body longer than its declared length never reaches the upstream past that length, so
+// the surplus cannot be read as a second request; the exchange fails. A shorter body fails
+// at once, without waiting for an answer that cannot come.
+func TestBodyLengthMismatch(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	url := rawServer(t, func(n int, c net.Conn, br *bufio.Reader) {
+		for {
+			// Only a request whose body arrived whole counts as taken.
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if _, err := io.Copy(io.Discard, req.Body); err != nil {
+				return
+			}
+			mu.Lock()
+			seen = append(seen, req.Method+" "+req.URL.Path)
+			mu.Unlock()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+	declared := bytes.Repeat([]byte("a"), 8<<10)
+	for name, body := range map[string]io.Reader{
+		"writer-to": bytes.NewReader(append(slices.Clone(declared), smuggled...)),
+		"reader":    io.MultiReader(bytes.NewReader(declared), strings.NewReader(smuggled)),
+	} {
+		req, _ := http.NewRequest(http.MethodPost, url+"/real", body)
+		req.ContentLength = int64(len(declared))
+		if resp, err := newTransport(t).RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Errorf("%s: a body longer than its Content-Length was sent", name)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, url+"/short", strings.NewReader("ab"))
+	req.ContentLength = 10
+	start := time.Now()
+	if _, err := newTransport(t).RoundTrip(req); err == nil {
+		t.Error("a body shorter than its Content-Length was sent")
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("a short body took %v to fail", d)
+	}
+	req, _ = http.NewRequest(http.MethodPost, url+"/nobody", nil)
+	req.ContentLength = 10
+	if _, err := newTransport(t).RoundTrip(req); err == nil {
+		t.Error("a Content-Length without a body was sent")
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 0 {
+		t.Fatalf("the upstream took requests %q", seen)
+	}
+}
+
+// A reset while Wait waits is not lost: the next Read reports it, so a cut answer does not
+// pass for a whole one (a close-delimited body would otherwise just end).
+func TestWaitKeepsReset(t *testing.T) {
+	url := rawServer(t, func(n int, c net.Conn, br *bufio.Reader) {
+		if readRequest(t, br) == nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n")
+		time.Sleep(100 * time.Millisecond)
+		c.(*net.TCPConn).SetLinger(0) // close with a reset
+	})
+	resp, err := newTransport(t).RoundTrip(post(t, url, []byte("{}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	w := resp.Body.(interface{ Wait() })
+	buf := make([]byte, 64)
+	w.Wait()
+	if n, err := resp.Body.Read(buf); string(buf[:n]) != "data: 1\n\n" || err != nil {
+		t.Fatalf("%q %v", buf[:n], err)
+	}
+	w.Wait()
+	if _, err := resp.Body.Read(buf); err == nil || err == io.EOF {
+		t.Fatalf("after a reset: %v, want an error", err)
+	}
 }

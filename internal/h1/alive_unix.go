@@ -1,9 +1,15 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
 package h1
 
 import (
 	"net"
 	"syscall"
 )
+
+// Supported tells whether this system lets the transport check an idle connection before
+// reusing it; where it cannot, use net/http's Transport, whose reader goroutine notices.
+func Supported() bool { return true }
 
 // peek tells what waits on an idle connection without reading it: nothing (the healthy
 // case), bytes, or the end of the stream (closed or reset).
