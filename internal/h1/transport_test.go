@@ -722,9 +722,7 @@ func TestReadAfterEndIsEOF(t *testing.T) {
 // request safe to repeat (GET) is sent again on a new connection, as net/http does; a POST is
 // not, since the upstream may have acted on it.
 func TestReusedConnectionClosedUnderRequest(t *testing.T) {
-	var conns atomic.Int32
 	url := rawServer(t, func(n int, c net.Conn, br *bufio.Reader) {
-		conns.Add(1)
 		if readRequest(t, br) == nil {
 			return
 		}
