@@ -115,7 +115,8 @@ type Transport interface {
 // connect and header timeouts, and no overall client timeout (streams may run long).
 //
 // It is h1's HTTP/1.1 transport, which runs each exchange on the request's goroutine (see
-// docs/performance.md: it halves the latency a Go proxy adds), unless a proxy from the
+// docs/performance.md: a fifth less CPU and latency per request, a third less memory per
+// open stream than net/http's), unless a proxy from the
 // environment (HTTPS_PROXY, HTTP_PROXY) applies to the upstream, upstream.http2 asks for
 // HTTP/2, or the system cannot check idle connections (h1.Supported): then net/http's.
 func NewTransport(u config.Upstream) Transport {

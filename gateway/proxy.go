@@ -696,12 +696,12 @@ func (at *attempt) respond(resp *http.Response) {
 		}
 		// The answer goes out before the metrics and the log line (and, with a store that
 		// costs a round trip, before the usage record), not when the handler returns.
-		if !at.g.opts.FlushBeforeRecord {
-			at.recordUsage(u, errMsg)
-		}
-		at.flushPlain(errMsg)
 		if at.g.opts.FlushBeforeRecord {
+			at.flushPlain(errMsg)
 			at.recordUsage(u, errMsg)
+		} else {
+			at.recordUsage(u, errMsg)
+			at.flushPlain(errMsg)
 		}
 		at.report(u, errMsg)
 		return
