@@ -6,7 +6,7 @@
 // request and answer between them and the caller: three hand-offs per exchange. On an idle
 // machine each hand-off is a wake-up of another thread, which on the 2-core benchmark VM cost
 // more added latency than everything else the gateway does, and the two goroutines with their
-// buffers cost about 12 KB per open stream. nginx talks HTTP/1.1 to its upstreams the same way.
+// buffers cost about 14 KB per open stream. nginx talks HTTP/1.1 to its upstreams the same way.
 //
 // What it leaves out, on purpose: HTTP/2, proxies (the gateway uses net/http's Transport when a
 // proxy applies), transparent gzip (the usage tap reads the answer's bytes), 100-continue
@@ -85,7 +85,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ob.close()
 		return nil, t.fail(ctx, "connecting to "+addr, err)
 	}
-	resp, err, again := t.exchange(ctx, c, req, ob, trace)
+	resp, again, err := t.exchange(ctx, c, req, ob, trace)
 	if !again {
 		return resp, err
 	}
@@ -98,13 +98,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ob.close()
 		return nil, t.fail(ctx, "connecting to "+addr, err)
 	}
-	resp, err, _ = t.exchange(ctx, c, req, ob, trace)
+	resp, _, err = t.exchange(ctx, c, req, ob, trace)
 	return resp, err
 }
 
 // exchange writes req on c and reads the answer's head. again is set when c was a reused
 // connection that ended before any answer byte and req may be sent once more.
-func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ob outBody, trace *httptrace.ClientTrace) (resp *http.Response, err error, again bool) {
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ob outBody, trace *httptrace.ClientTrace) (resp *http.Response, again bool, err error) {
 	if trace != nil && trace.GotConn != nil {
 		trace.GotConn(httptrace.GotConnInfo{Conn: c.nc, Reused: c.reused})
 	}
@@ -122,12 +122,12 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ob
 		// (short, long, broken) leaves nothing to wait for.
 		if sw.err != nil {
 			if resp := t.earlyAnswer(ctx, c, req, stop); resp != nil {
-				return resp, nil, false
+				return resp, false, nil
 			}
 		}
 		stop()
 		c.tcp.Close()
-		return nil, t.fail(ctx, "writing the request", err), false
+		return nil, false, t.fail(ctx, "writing the request", err)
 	}
 	if t.ResponseHeaderTimeout > 0 {
 		c.nc.SetReadDeadline(time.Now().Add(t.ResponseHeaderTimeout))
@@ -135,7 +135,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ob
 	if _, err = c.br.Peek(1); err != nil && c.reused && ctx.Err() == nil && closedEarly(err) && replayable(req) {
 		stop()
 		c.tcp.Close()
-		return nil, nil, true
+		return nil, true, nil
 	}
 	resp, err = readResponse(c.br, req)
 	if err == nil && t.ResponseHeaderTimeout > 0 {
@@ -145,17 +145,17 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ob
 		stop()
 		c.tcp.Close()
 		if isTimeout(err) && ctx.Err() == nil {
-			return nil, headerTimeoutError{}, false
+			return nil, false, headerTimeoutError{}
 		}
-		return nil, t.fail(ctx, "reading the answer", err), false
+		return nil, false, t.fail(ctx, "reading the answer", err)
 	}
 	last := resp.Close || ob.closeConn
 	if resp.Body == http.NoBody {
 		t.release(c, stop, last)
-		return resp, nil, false
+		return resp, false, nil
 	}
 	resp.Body = &body{rc: resp.Body, t: t, c: c, ctx: ctx, stop: stop, close: last}
-	return resp, nil, false
+	return resp, false, nil
 }
 
 // closedEarly tells whether a connection ended without a byte of an answer: closed or reset.
