@@ -895,8 +895,13 @@ type bodyReader struct {
 	eof    bool // guarded by rb.mu
 }
 
-// Len is the bytes left; go-retryablehttp reads the Content-Length from it.
+// Len is the bytes left; go-retryablehttp reads the Content-Length from it, and the upstream
+// transport trusts WriteTo with a body whose Len matches it.
 func (r *bodyReader) Len() int { return r.n - r.off }
+
+// Close lets go-retryablehttp use the reader as the request body as it is: wrapped in its
+// io.NopCloser, Len would be hidden and the body written 4 KB at a time.
+func (r *bodyReader) Close() error { return nil }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
 	r.rb.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path"
@@ -553,5 +554,45 @@ func TestBodylessRequestsAndRelayed429(t *testing.T) {
 	}
 	if len(h) == 0 || h[0].Status != 429 || h[0].Error != "" {
 		t.Fatalf("history: %+v", h)
+	}
+}
+
+// writeCounter counts the writes on the upstream connections.
+type writeCounter struct {
+	net.Conn
+	n *atomic.Int32
+}
+
+func (c writeCounter) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Write(p)
+}
+
+// A large body goes upstream in a couple of writes from the buffer it was read into (one
+// copy, DESIGN.md section 11), not 4 KB at a time: go-retryablehttp must hand the replayed
+// body to the transport as it is.
+func TestLargeBodyGoesOutInFewWrites(t *testing.T) {
+	fake := fakeapi.New(t)
+	fake.Accept(keyPersonal, tokWork, tokTeam)
+	cfg := config.Default()
+	cfg.Upstream.URL = fake.URL
+	cfg.Accounts = pool()
+	cfg.Hash = "test"
+	var writes atomic.Int32
+	tr := &h1.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		return writeCounter{c, &writes}, err
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	e := newEnvWith(t, fake, cfg, tr)
+	body := `{"model":"claude-sonnet-5-5","max_tokens":8,"messages":[{"role":"user","content":"` + strings.Repeat("x", 2<<20) + `"}]}`
+	if code, _, _ := e.post("/v1/messages", body); code != 200 {
+		t.Fatal(code)
+	}
+	if n := writes.Load(); n > 3 {
+		t.Fatalf("a 2 MB body took %d writes upstream, want at most 3", n)
+	}
+	if r := fake.Requests(); len(r) != 1 || r[0].BodyLen != len(body) {
+		t.Fatalf("upstream got %d requests", len(r))
 	}
 }
