@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -594,5 +595,46 @@ func TestLargeBodyGoesOutInFewWrites(t *testing.T) {
 	}
 	if r := fake.Requests(); len(r) != 1 || r[0].BodyLen != len(body) {
 		t.Fatalf("upstream got %d requests", len(r))
+	}
+}
+
+// An https upstream, as api.anthropic.com is: the Go SDK streams through the gateway over
+// h1 (HTTP/1.1 on TLS) and over net/http's transport with HTTP/2
+// (upstream.http2), and gets the whole message both ways.
+func TestTLSUpstream(t *testing.T) {
+	for _, c := range []struct {
+		name, proto string
+		rt          func(*tls.Config) Transport
+	}{
+		{"h1", "HTTP/1.1", func(tc *tls.Config) Transport { return &h1.Transport{TLSClientConfig: tc} }},
+		{"http2", "HTTP/2.0", func(tc *tls.Config) Transport {
+			return &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fake := fakeapi.NewTLS(t)
+			fake.Accept(keyPersonal, tokWork, tokTeam)
+			cfg := config.Default()
+			cfg.Upstream.URL = fake.URL
+			cfg.Accounts = pool()
+			cfg.Hash = "test"
+			rt := c.rt(fake.ClientTLS())
+			t.Cleanup(rt.CloseIdleConnections)
+			e := newEnvWith(t, fake, cfg, rt)
+			for range 2 {
+				msg, err := e.streamOpus()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(msg.Content) == 0 || msg.StopReason == "" {
+					t.Fatalf("incomplete message: %+v", msg)
+				}
+			}
+			for _, r := range fake.Requests() {
+				if r.Proto != c.proto {
+					t.Fatalf("upstream saw %s, want %s", r.Proto, c.proto)
+				}
+			}
+		})
 	}
 }

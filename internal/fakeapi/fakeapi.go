@@ -37,6 +37,7 @@ package fakeapi
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -102,7 +103,9 @@ type Request struct {
 	// Stream is the body's top-level "stream" == true.
 	Stream  bool
 	BodyLen int
-	// TransferEncoding and ContentLength are the request's framing as it arrived.
+	// Proto, TransferEncoding and ContentLength are the request's framing as it
+	// arrived.
+	Proto            string
 	TransferEncoding []string
 	ContentLength    int64
 	// Body is the raw body as received (with Record(false): valid only during
@@ -155,9 +158,25 @@ func New(t testing.TB) *Server {
 	return s
 }
 
+// NewTLS starts a fake on https, offering HTTP/2 and HTTP/1.1 as the real API
+// does, and registers t.Cleanup(Close). ClientTLS trusts its certificate.
+func NewTLS(t testing.TB) *Server {
+	t.Helper()
+	s := newServer(true)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// ClientTLS is a TLS client config that trusts the fake's certificate (NewTLS).
+func (s *Server) ClientTLS() *tls.Config {
+	return s.ts.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+}
+
 // NewServer starts a fake without a testing.TB (for benchmark programs); the
 // caller calls Close.
-func NewServer() *Server {
+func NewServer() *Server { return newServer(false) }
+
+func newServer(https bool) *Server {
 	var tag [8]byte
 	_, _ = rand.Read(tag[:])
 	for i := range tag {
@@ -176,7 +195,13 @@ func NewServer() *Server {
 		FiveHourReset: now.Add(5 * time.Hour).Truncate(time.Hour),
 		SevenDayReset: now.Add(7 * 24 * time.Hour).Truncate(time.Hour),
 	}))
-	s.ts = httptest.NewServer(s)
+	s.ts = httptest.NewUnstartedServer(s)
+	if https {
+		s.ts.EnableHTTP2 = true
+		s.ts.StartTLS()
+	} else {
+		s.ts.Start()
+	}
 	s.URL = s.ts.URL
 	return s
 }
@@ -361,6 +386,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		BodyLen:  len(body),
 		Body:     body,
 
+		Proto:            r.Proto,
 		TransferEncoding: r.TransferEncoding,
 		ContentLength:    r.ContentLength,
 	}
