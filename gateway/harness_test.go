@@ -46,14 +46,20 @@ func pool() []config.Account {
 	}
 }
 
-func newEnv(t *testing.T, mutate func(*config.Config)) *env {
-	t.Helper()
-	fake := fakeapi.New(t)
+// poolConfig is the test pool's config in front of fake, which accepts the pool's credentials.
+func poolConfig(fake *fakeapi.Server) *config.Config {
 	fake.Accept(keyPersonal, tokWork, tokTeam)
 	cfg := config.Default()
 	cfg.Upstream.URL = fake.URL
 	cfg.Accounts = pool()
 	cfg.Hash = "test"
+	return cfg
+}
+
+func newEnv(t *testing.T, mutate func(*config.Config)) *env {
+	t.Helper()
+	fake := fakeapi.New(t)
+	cfg := poolConfig(fake)
 	if mutate != nil {
 		mutate(cfg)
 	}

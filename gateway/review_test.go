@@ -125,17 +125,13 @@ func (h *hookedBody) Read(p []byte) (int, error) {
 // picked (and counted) for a request nobody waits for any more.
 func TestReviewClientGoneDuringHoldbackIsNotAnUpstreamFailure(t *testing.T) {
 	fake := fakeapi.New(t)
-	fake.Accept(keyPersonal, tokWork, tokTeam)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	fake.Script(func(r *fakeapi.Request) *fakeapi.Reply {
 		// message_start, then silence: the gateway holds the stream back (holdback 2s).
 		return &fakeapi.Reply{Events: fakeapi.StreamEvents(r.Model, []string{"x"}, 1, 1), Hold: release, HoldAfter: 1}
 	})
-	cfg := config.Default()
-	cfg.Upstream.URL = fake.URL
-	cfg.Accounts = pool()
-	cfg.Hash = "test"
+	cfg := poolConfig(fake)
 	blocked := make(chan struct{})
 	var once sync.Once
 	tr := &http.Transport{}
@@ -409,17 +405,13 @@ func (c *closeCounter) CloseIdleConnections() {
 // drops every idle upstream connection, and the next requests pay new TCP+TLS handshakes.
 func TestReviewFailedRequestKeepsConnectionPool(t *testing.T) {
 	fake := fakeapi.New(t)
-	fake.Accept(keyPersonal, tokWork, tokTeam)
 	fake.Script(func(r *fakeapi.Request) *fakeapi.Reply {
 		if strings.Contains(string(r.Body), "slow") {
 			return &fakeapi.Reply{Delay: 10 * time.Second}
 		}
 		return nil
 	})
-	cfg := config.Default()
-	cfg.Upstream.URL = fake.URL
-	cfg.Accounts = pool()
-	cfg.Hash = "test"
+	cfg := poolConfig(fake)
 	tr := &closeCounter{Transport: NewTransport(cfg.Upstream)}
 	t.Cleanup(tr.Transport.CloseIdleConnections)
 	e := newEnvWith(t, fake, cfg, tr)
@@ -453,10 +445,7 @@ func TestReviewFailedRequestKeepsConnectionPool(t *testing.T) {
 // many attempts it made.
 func TestReviewGatewayErrorsCarryAttempts(t *testing.T) {
 	fake := fakeapi.New(t)
-	cfg := config.Default()
-	cfg.Upstream.URL = fake.URL
-	cfg.Accounts = pool()
-	cfg.Hash = "test"
+	cfg := poolConfig(fake)
 	e := newEnvWith(t, fake, cfg, roundTripFunc(func(*http.Request) (*http.Response, error) {
 		return nil, errors.New("connection reset by peer")
 	}))
@@ -574,11 +563,7 @@ func (c writeCounter) Write(p []byte) (int, error) {
 // body to the transport as it is.
 func TestLargeBodyGoesOutInFewWrites(t *testing.T) {
 	fake := fakeapi.New(t)
-	fake.Accept(keyPersonal, tokWork, tokTeam)
-	cfg := config.Default()
-	cfg.Upstream.URL = fake.URL
-	cfg.Accounts = pool()
-	cfg.Hash = "test"
+	cfg := poolConfig(fake)
 	var writes atomic.Int32
 	tr := &h1.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -613,11 +598,7 @@ func TestTLSUpstream(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fake := fakeapi.NewTLS(t)
-			fake.Accept(keyPersonal, tokWork, tokTeam)
-			cfg := config.Default()
-			cfg.Upstream.URL = fake.URL
-			cfg.Accounts = pool()
-			cfg.Hash = "test"
+			cfg := poolConfig(fake)
 			rt := c.rt(fake.ClientTLS())
 			t.Cleanup(rt.CloseIdleConnections)
 			e := newEnvWith(t, fake, cfg, rt)
