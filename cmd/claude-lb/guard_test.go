@@ -37,3 +37,30 @@ func TestReloadKeepsNonLoopbackGuarded(t *testing.T) {
 		}
 	}
 }
+
+// A reload applies accounts, routing and the upstream URL and timeout at once; the settings
+// the running process built its parts from are named in a warning instead of silently kept.
+func TestRestartOnlySettings(t *testing.T) {
+	load := func(extra string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse("claude-lb.yaml", []byte("version: 1\n"+extra+"accounts:\n  - name: a\n    plan: console\n    api_key: ${KEY}\n"),
+			func(k string) (string, bool) { return "sk-ant-api03-test", k == "KEY" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	base := load("")
+	for _, c := range []struct{ extra, want string }{
+		{"", ""},
+		{"upstream:\n  timeout: 1m\n  url: http://127.0.0.1:9\n", ""},
+		{"upstream:\n  http2: true\n", "upstream.http2"},
+		{"upstream:\n  connect_timeout: 3s\n  header_timeout: 1m\n", "upstream.connect_timeout upstream.header_timeout"},
+		{"listen: 127.0.0.1:9999\nhistory:\n  size: 10\n", "listen history.size"},
+		{"log:\n  level: debug\n", "log"},
+	} {
+		if got := strings.Join(restartOnly(base, load(c.extra)), " "); got != c.want {
+			t.Errorf("%q: restart-only %q, want %q", c.extra, got, c.want)
+		}
+	}
+}

@@ -160,7 +160,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, ob
 
 // closedEarly tells whether a connection ended without a byte of an answer: closed or reset.
 func closedEarly(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // replayable is net/http's rule for sending a request again after a reused connection failed
